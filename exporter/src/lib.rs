@@ -1,0 +1,61 @@
+//! OpenTelemetry metrics and span exporters that write OTLP protobuf to Linux
+//! [user_events](https://docs.kernel.org/trace/user_events.html) tracepoints.
+//!
+//! An application registers [`MetricsExporter`] and [`SpanExporter`] with the OpenTelemetry
+//! SDK like any other exporter. Each export becomes a few `writev` calls to the tracepoints
+//! `otlp_metrics` and `otlp_traces`; a reader with perf privileges (the project's
+//! `ue-decoder`, or `perf record`) turns them back into OTLP. No sockets, no threads, and
+//! while nobody listens an export costs one atomic load.
+//!
+//! Every event is one complete `ExportMetricsServiceRequest` or `ExportTraceServiceRequest`
+//! holding as many data points or spans as fit in the buffer limit, 8,168 bytes by default:
+//! the most that reaches a perf reader (larger events are dropped by the kernel's perf path
+//! while `writev` still reports success). The field layout is that of the upstream
+//! `opentelemetry-user-events-metrics` crate, defined once in [`layout`].
+//!
+//! ```
+//! use opentelemetry::global;
+//! use opentelemetry::trace::Tracer as _;
+//! use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+//! use opentelemetry_sdk::trace::SdkTracerProvider;
+//! use otlp_user_events::{MetricsExporter, SpanExporter};
+//!
+//! let metrics = MetricsExporter::builder().build()?;
+//! let metrics_stats = metrics.stats();
+//! let meter_provider = SdkMeterProvider::builder()
+//!     .with_reader(PeriodicReader::builder(metrics).build())
+//!     .build();
+//! global::set_meter_provider(meter_provider.clone());
+//!
+//! let spans = SpanExporter::builder().build()?;
+//! let tracer_provider = SdkTracerProvider::builder().with_batch_exporter(spans).build();
+//! global::set_tracer_provider(tracer_provider.clone());
+//!
+//! global::meter("checkout").u64_counter("orders").build().add(1, &[]);
+//! global::tracer("checkout").in_span("place-order", |_cx| {});
+//!
+//! meter_provider.shutdown()?;
+//! tracer_provider.shutdown()?;
+//! // Without a listener (or without user_events in the kernel) nothing was written.
+//! println!("{:?}", metrics_stats.snapshot());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod core;
+mod encode;
+mod error;
+pub mod layout;
+mod metrics;
+mod pack;
+mod stats;
+mod traces;
+mod writer;
+
+pub use error::BuildError;
+pub use metrics::{MetricsExporter, MetricsExporterBuilder};
+pub use stats::{ExporterStats, StatsSnapshot};
+pub use traces::{SpanExporter, SpanExporterBuilder};
+pub use writer::{EventCapture, Registration};
+
+/// The OTLP protobuf message types the events carry, re-exported for readers and tests.
+pub use opentelemetry_proto::tonic as proto;

@@ -1,0 +1,120 @@
+//! The span exporter.
+
+use std::fmt;
+use std::future::{Future, ready};
+use std::time::Duration;
+
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter as SdkSpanExporter};
+
+use crate::core::{Config, Core};
+use crate::encode::pack_spans;
+use crate::error::BuildError;
+use crate::layout;
+use crate::stats::ExporterStats;
+use crate::writer::{EventCapture, Registration};
+
+/// Writes spans as OTLP protobuf to a user_events tracepoint (`otlp_traces` by default),
+/// packing as many spans into each event as fit under the buffer limit, grouped by
+/// instrumentation scope.
+///
+/// Works with the SDK's batch and simple span processors; see the crate docs.
+pub struct SpanExporter {
+    core: Core,
+    resource: ResourceAttributesWithSchema,
+}
+
+impl fmt::Debug for SpanExporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpanExporter")
+            .field("tracepoint", &self.core.name)
+            .field("max_buffer", &self.core.max_buffer)
+            .field("registration", self.core.registration())
+            .finish()
+    }
+}
+
+impl SpanExporter {
+    /// A builder with the defaults: tracepoint `otlp_traces`, 8,168-byte buffers.
+    pub fn builder() -> SpanExporterBuilder {
+        SpanExporterBuilder {
+            config: Config::new(layout::TRACES_TRACEPOINT),
+        }
+    }
+
+    /// A handle on this exporter's counters, usable after the exporter moved into the SDK.
+    pub fn stats(&self) -> ExporterStats {
+        self.core.stats.clone()
+    }
+
+    /// Whether the tracepoint registered, and if not, why.
+    pub fn registration(&self) -> &Registration {
+        self.core.registration()
+    }
+
+    fn export_sync(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        if !self.core.should_export()? {
+            return Ok(());
+        }
+        let resource_spans = group_spans_by_resource_and_scope(batch, &self.resource);
+        self.core.write_packed("spans", |limit, buf, sink| {
+            pack_spans(resource_spans, limit, buf, sink)
+        })
+    }
+}
+
+impl SdkSpanExporter for SpanExporter {
+    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
+        // All work is synchronous (a few writev calls); nothing is held across an await.
+        ready(self.export_sync(batch))
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        self.core.shutdown()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = resource.into();
+    }
+}
+
+/// Configures a [`SpanExporter`].
+#[derive(Debug)]
+pub struct SpanExporterBuilder {
+    config: Config,
+}
+
+impl SpanExporterBuilder {
+    /// The tracepoint name (default `otlp_traces`).
+    pub fn with_tracepoint_name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// The largest OTLP buffer per event, in bytes (default 8,168, the most that reaches a
+    /// perf reader; up to 65,360 for ftrace-only readers). See
+    /// [`MetricsExporterBuilder::with_max_buffer_size`](crate::MetricsExporterBuilder::with_max_buffer_size).
+    pub fn with_max_buffer_size(mut self, bytes: usize) -> Self {
+        self.config.max_buffer = bytes;
+        self
+    }
+
+    /// Writes into `capture` instead of the kernel (tests and dry runs).
+    pub fn with_capture(mut self, capture: EventCapture) -> Self {
+        self.config.capture = Some(capture);
+        self
+    }
+
+    /// Validates the settings and registers the tracepoint. A failed registration is not an
+    /// error: the exporter is then disabled, says why once, and reports it in
+    /// [`SpanExporter::registration`].
+    pub fn build(self) -> Result<SpanExporter, BuildError> {
+        Ok(SpanExporter {
+            core: self.config.build("traces")?,
+            resource: ResourceAttributesWithSchema::default(),
+        })
+    }
+}
