@@ -300,7 +300,7 @@ mod tests {
             start_time_unix_nano: 1,
             time_unix_nano: 2 + i as u64,
             value: Some(number_data_point::Value::AsInt(i as i64)),
-            exemplars: if i % 7 == 0 {
+            exemplars: if i.is_multiple_of(7) {
                 vec![exemplar(i)]
             } else {
                 vec![]

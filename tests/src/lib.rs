@@ -1,1 +1,23 @@
-//! x
+//! Support for the project's integration tests: comparing OTLP requests whatever the way
+//! they were split into events, and exporters that hand one SDK export to several exporters
+//! while keeping the reference conversion of it.
+
+pub mod otlp;
+pub mod tee;
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+/// Polls a future to completion on the current thread. The exporters' futures are ready at
+/// once; anything else spins, which is fine in tests.
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}

@@ -1,0 +1,621 @@
+//! The exporters driven by the real OpenTelemetry SDK, writing into the capture seam: what
+//! the SDK hands over arrives in the events, whole and exactly once.
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry::trace::{
+    Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState, Tracer,
+    TracerProvider as _,
+};
+use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkError;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::{
+    Aggregation, Instrument, PeriodicReader, SdkMeterProvider, Stream, Temporality,
+};
+use opentelemetry_sdk::trace::{
+    SdkTracerProvider, SpanData, SpanEvents, SpanExporter as _, SpanLinks,
+};
+use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
+use otlp_user_events::proto::metrics::v1::{metric::Data, number_data_point};
+use otlp_user_events::{
+    BuildError, EventCapture, MetricsExporter, Registration, SpanExporter, layout,
+};
+use tests::block_on;
+use tests::otlp::{decode_events, metric_points, metric_points_of_events, spans, spans_of_events};
+use tests::tee::{TeeMetrics, TeeSpans};
+
+fn capture_metrics(temporality: Temporality) -> (MetricsExporter, EventCapture) {
+    let capture = EventCapture::new();
+    let exporter = MetricsExporter::builder()
+        .with_capture(capture.clone())
+        .with_temporality(temporality)
+        .build()
+        .unwrap();
+    (exporter, capture)
+}
+
+/// Records one of every instrument kind and number type, including NaN, infinities, empty
+/// attributes and non-ASCII text, then flushes.
+fn record_everything(provider: &SdkMeterProvider) {
+    let scope = InstrumentationScope::builder("inventaire-überall")
+        .with_version("2.0.1")
+        .with_attributes([KeyValue::new("scope.kind", "测试")])
+        .build();
+    let meter = provider.meter_with_scope(scope);
+    let attrs = [
+        KeyValue::new("host", "h1"),
+        KeyValue::new("città", "Zürich 🚀"),
+    ];
+
+    meter
+        .u64_counter("c.u64")
+        .with_description("Zähler")
+        .with_unit("{req}")
+        .build()
+        .add(42, &attrs);
+    meter.u64_counter("c.u64").build().add(1, &[]);
+    meter
+        .f64_counter("c.f64")
+        .build()
+        .add(f64::INFINITY, &attrs);
+    meter.i64_up_down_counter("udc.i64").build().add(-7, &attrs);
+    meter.f64_up_down_counter("udc.f64").build().add(-0.25, &[]);
+    meter
+        .u64_gauge("g.u64")
+        .build()
+        .record(u64::MAX >> 1, &attrs);
+    meter.i64_gauge("g.i64").build().record(i64::MIN, &attrs);
+    let g = meter.f64_gauge("g.f64").build();
+    g.record(f64::NAN, &[KeyValue::new("v", "nan")]);
+    g.record(f64::NEG_INFINITY, &[KeyValue::new("v", "-inf")]);
+    g.record(f64::MIN_POSITIVE, &[]);
+    let h = meter.f64_histogram("h.f64").with_unit("s").build();
+    for v in [0.001, 0.5, 3.0, 1e9] {
+        h.record(v, &attrs);
+    }
+    meter.u64_histogram("h.u64").build().record(17, &[]);
+    let e = meter.f64_histogram("e.f64").build();
+    for v in [0.1, 1.0, 10.0, 1000.0] {
+        e.record(v, &attrs);
+    }
+    let _observed = meter
+        .u64_observable_counter("oc.u64")
+        .with_callback(|o| o.observe(99, &[KeyValue::new("observed", true)]))
+        .build();
+    let _observed_gauge = meter
+        .f64_observable_gauge("og.f64")
+        .with_callback(|o| o.observe(2.5, &[]))
+        .build();
+    provider.force_flush().unwrap();
+}
+
+fn exponential_view(i: &Instrument) -> Option<Stream> {
+    (i.name() == "e.f64").then(|| {
+        Stream::builder()
+            .with_aggregation(Aggregation::Base2ExponentialHistogram {
+                max_size: 160,
+                max_scale: 20,
+                record_min_max: true,
+            })
+            .build()
+            .unwrap()
+    })
+}
+
+fn provider_with(exporter: impl PushMetricExporter) -> SdkMeterProvider {
+    SdkMeterProvider::builder()
+        .with_resource(Resource::builder().with_service_name("round-trip").build())
+        .with_view(exponential_view)
+        .with_reader(
+            PeriodicReader::builder(exporter)
+                .with_interval(Duration::from_secs(3600))
+                .build(),
+        )
+        .build()
+}
+
+#[test]
+fn every_instrument_and_number_type_round_trips_in_both_temporalities() {
+    for temporality in [Temporality::Delta, Temporality::Cumulative] {
+        let (exporter, capture) = capture_metrics(temporality);
+        let stats = exporter.stats();
+        let (tee, seen) = TeeMetrics::new(vec![exporter]);
+        let provider = provider_with(tee);
+        record_everything(&provider);
+
+        let events = capture.take();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.results[0], vec![Ok(())]);
+        let expected = metric_points(&seen.reference[0]);
+        // The SDK itself drops the non-finite measurements (c.f64's infinity, g.f64's NaN and
+        // -inf); non-finite values that reach the exporter are covered by the unit tests.
+        assert_eq!(expected.len(), 12, "one point per series the SDK kept");
+        assert_eq!(
+            metric_points_of_events(&events),
+            expected,
+            "{temporality:?}"
+        );
+
+        let s = stats.snapshot();
+        assert_eq!(s.items_written, 12);
+        assert_eq!(s.events_written as usize, events.len());
+        assert_eq!(events.len(), 1, "12 small points fit in one event");
+        assert_eq!(
+            s.bytes_written as usize,
+            events
+                .iter()
+                .map(|e| e.len() - layout::HEADER_LEN)
+                .sum::<usize>()
+        );
+
+        // Spot checks against the SDK input itself, not only against the reference conversion.
+        let req: Vec<ExportMetricsServiceRequest> = decode_events(&events);
+        let rm = &req[0].resource_metrics[0];
+        let sm = &rm.scope_metrics[0];
+        assert_eq!(sm.scope.as_ref().unwrap().name, "inventaire-überall");
+        assert_eq!(sm.scope.as_ref().unwrap().version, "2.0.1");
+        assert_eq!(sm.scope.as_ref().unwrap().attributes[0].key, "scope.kind");
+        let metric = |name: &str| sm.metrics.iter().find(|m| m.name == name).unwrap();
+        let mut names: Vec<&str> = sm.metrics.iter().map(|m| m.name.as_str()).collect();
+        names.dedup();
+        assert_eq!(
+            names,
+            [
+                "c.u64", "udc.i64", "udc.f64", "g.u64", "g.i64", "g.f64", "h.f64", "h.u64",
+                "e.f64", "oc.u64", "og.f64"
+            ]
+        );
+        let want = if temporality == Temporality::Delta {
+            1
+        } else {
+            2
+        };
+        let Some(Data::Sum(sum)) = &metric("c.u64").data else {
+            panic!("c.u64 is a sum")
+        };
+        assert_eq!(sum.aggregation_temporality, want);
+        assert!(sum.is_monotonic);
+        assert_eq!(metric("c.u64").description, "Zähler");
+        assert_eq!(metric("c.u64").unit, "{req}");
+        let total: i64 = sm
+            .metrics
+            .iter()
+            .filter(|m| m.name == "c.u64")
+            .flat_map(|m| match &m.data {
+                Some(Data::Sum(s)) => s.data_points.clone(),
+                _ => panic!("c.u64 is a sum"),
+            })
+            .map(|p| match p.value {
+                Some(number_data_point::Value::AsInt(v)) => v,
+                _ => panic!("integer counter"),
+            })
+            .sum();
+        assert_eq!(total, 43);
+        let Some(Data::Gauge(g)) = &metric("g.f64").data else {
+            panic!("g.f64 is a gauge")
+        };
+        assert_eq!(
+            g.data_points[0].value,
+            Some(number_data_point::Value::AsDouble(f64::MIN_POSITIVE))
+        );
+        let Some(Data::Gauge(g)) = &metric("g.i64").data else {
+            panic!("g.i64 is a gauge")
+        };
+        assert_eq!(
+            g.data_points[0].value,
+            Some(number_data_point::Value::AsInt(i64::MIN))
+        );
+        let Some(Data::ExponentialHistogram(e)) = &metric("e.f64").data else {
+            panic!("e.f64 is exponential")
+        };
+        assert_eq!(e.data_points[0].count, 4);
+        let Some(Data::Histogram(h)) = &metric("h.f64").data else {
+            panic!("h.f64 is a histogram")
+        };
+        assert_eq!(h.data_points[0].count, 4);
+        assert_eq!(h.data_points[0].max, Some(1e9));
+        drop(seen); // shutdown exports once more, through the tee
+        provider.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn thousands_of_series_pack_into_full_events_without_loss() {
+    let (exporter, capture) = capture_metrics(Temporality::Delta);
+    let (tee, seen) = TeeMetrics::new(vec![exporter]);
+    let provider = provider_with(tee);
+    let meter = provider.meter("packing");
+    // Below the SDK's default cardinality limit of 2,000 series per metric.
+    for (name, series) in [("a", 1900), ("b", 1500), ("c", 700)] {
+        let counter = meter.u64_counter(name).build();
+        for i in 0..series {
+            counter.add(
+                i,
+                &[
+                    KeyValue::new("host", format!("host-{i}")),
+                    KeyValue::new("dc", "eu"),
+                    KeyValue::new("ok", true),
+                ],
+            );
+        }
+    }
+    provider.force_flush().unwrap();
+    let events = capture.take();
+    let seen = seen.lock().unwrap();
+    let expected = metric_points(&seen.reference[0]);
+    assert_eq!(expected.len(), 4100);
+    assert_eq!(metric_points_of_events(&events), expected);
+    let limit = layout::DEFAULT_MAX_BUFFER;
+    let sizes: Vec<usize> = events
+        .iter()
+        .map(|e| e.len() - layout::HEADER_LEN)
+        .collect();
+    assert!(sizes.iter().all(|&s| s <= limit));
+    let fill = sizes.iter().sum::<usize>() as f64 / (sizes.len() * limit) as f64;
+    assert!(
+        fill >= 0.9,
+        "average fill {fill:.3} over {} events",
+        sizes.len()
+    );
+}
+
+#[test]
+fn nothing_is_encoded_while_nobody_listens() {
+    let (exporter, capture) = capture_metrics(Temporality::Delta);
+    capture.set_listening(false);
+    let stats = exporter.stats();
+    let (tee, seen) = TeeMetrics::new(vec![exporter]);
+    let provider = provider_with(tee);
+    record_everything(&provider);
+    record_everything(&provider);
+    assert!(capture.events().is_empty());
+    let s = stats.snapshot();
+    assert_eq!(s.exports_skipped_no_listener, 2);
+    assert_eq!((s.events_written, s.items_written), (0, 0));
+    assert_eq!(seen.lock().unwrap().results[0], vec![Ok(()), Ok(())]);
+}
+
+#[test]
+fn an_oversize_point_is_dropped_counted_and_named_while_the_rest_is_written() {
+    let (exporter, capture) = capture_metrics(Temporality::Delta);
+    let stats = exporter.stats();
+    let (tee, seen) = TeeMetrics::new(vec![exporter]);
+    let bounds: Vec<f64> = (0..1500).map(f64::from).collect();
+    let provider = SdkMeterProvider::builder()
+        .with_view(move |i: &Instrument| {
+            (i.name() == "huge").then(|| {
+                Stream::builder()
+                    .with_aggregation(Aggregation::ExplicitBucketHistogram {
+                        boundaries: bounds.clone(),
+                        record_min_max: true,
+                    })
+                    .build()
+                    .unwrap()
+            })
+        })
+        .with_reader(PeriodicReader::builder(tee).build())
+        .build();
+    let meter = provider.meter("m");
+    meter.f64_histogram("huge").build().record(3.0, &[]);
+    meter.u64_counter("small").build().add(5, &[]);
+    provider.force_flush().unwrap();
+
+    let seen = seen.lock().unwrap();
+    let err = seen.results[0][0].as_ref().unwrap_err();
+    assert!(err.contains("\"huge\"") && err.contains("8168"), "{err}");
+    let s = stats.snapshot();
+    assert_eq!((s.items_dropped_oversize, s.items_written), (1, 1));
+    let got = metric_points_of_events(&capture.take());
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got,
+        metric_points(&seen.reference[0])[1..],
+        "the small counter arrives"
+    );
+}
+
+#[test]
+fn export_after_shutdown_is_refused() {
+    let (exporter, _capture) = capture_metrics(Temporality::Delta);
+    exporter.shutdown().unwrap();
+    assert!(matches!(
+        block_on(exporter.export(&ResourceMetrics::default())),
+        Err(OTelSdkError::AlreadyShutdown)
+    ));
+    assert!(matches!(
+        exporter.shutdown(),
+        Err(OTelSdkError::AlreadyShutdown)
+    ));
+
+    let spans = SpanExporter::builder()
+        .with_capture(EventCapture::new())
+        .build()
+        .unwrap();
+    spans.shutdown().unwrap();
+    assert!(matches!(
+        block_on(spans.export(vec![])),
+        Err(OTelSdkError::AlreadyShutdown)
+    ));
+}
+
+#[test]
+fn builder_enforces_the_size_limits_and_names() {
+    let build = |n| {
+        MetricsExporter::builder()
+            .with_capture(EventCapture::new())
+            .with_max_buffer_size(n)
+            .build()
+    };
+    assert!(build(65_360).is_ok(), "ftrace-only limit is accepted");
+    assert!(build(8169).is_ok());
+    assert!(matches!(
+        build(65_361),
+        Err(BuildError::BufferTooLarge {
+            requested: 65_361,
+            max: 65_360
+        })
+    ));
+    assert!(matches!(build(10), Err(BuildError::BufferTooSmall { .. })));
+    let msg = build(100_000).unwrap_err().to_string();
+    assert!(msg.contains("8168") && msg.contains("65360"), "{msg}");
+    let bad = SpanExporter::builder()
+        .with_tracepoint_name("bad name")
+        .build();
+    assert!(matches!(bad, Err(BuildError::InvalidName(_))));
+    let named = SpanExporter::builder()
+        .with_capture(EventCapture::new())
+        .with_tracepoint_name("my_traces")
+        .build()
+        .unwrap();
+    assert_eq!(named.registration(), &Registration::Capture);
+}
+
+#[test]
+fn a_failed_registration_disables_the_exporter_and_says_why() {
+    // This host's kernel has no user_events (see README); where it has, the registration works
+    // and this test checks that instead.
+    let exporter = MetricsExporter::builder()
+        .with_tracepoint_name("otlp_metrics_reg_test")
+        .build()
+        .unwrap();
+    match exporter.registration() {
+        Registration::Registered => {}
+        failed @ Registration::Failed { .. } => {
+            let why = failed.to_string();
+            assert!(
+                why.contains("CONFIG_USER_EVENTS")
+                    || why.contains("tracefs")
+                    || why.contains("permission"),
+                "{why}"
+            );
+            let stats = exporter.stats();
+            assert!(block_on(exporter.export(&ResourceMetrics::default())).is_ok());
+            assert_eq!(stats.snapshot().exports_skipped_no_listener, 1);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// A span with every field the OTLP span has set, and attributes of every value type.
+pub fn full_span(i: u64, scope: &InstrumentationScope) -> SpanData {
+    let trace_id = TraceId::from(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10_u128 + u128::from(i));
+    let ctx = |span: u64, remote| {
+        SpanContext::new(
+            trace_id,
+            SpanId::from(span),
+            TraceFlags::SAMPLED,
+            remote,
+            TraceState::from_key_value([("vendor", "v1")]).unwrap(),
+        )
+    };
+    let mut events = SpanEvents::default();
+    events.events = vec![Event::new(
+        "retry",
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_466_789 + i),
+        vec![KeyValue::new("attempt", 2_i64)],
+        1,
+    )];
+    events.dropped_count = 4;
+    let mut links = SpanLinks::default();
+    links.links = vec![Link::new(
+        ctx(0xCC00 + i, true),
+        vec![KeyValue::new("link.kind", "follows")],
+        2,
+    )];
+    links.dropped_count = 5;
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789 + i);
+    SpanData {
+        span_context: ctx(0xAA00 + i, false),
+        parent_span_id: SpanId::from(0xBB00 + i),
+        parent_span_is_remote: true,
+        span_kind: SpanKind::Server,
+        name: Cow::Owned(format!("GET /ä/{i}")),
+        start_time: t0,
+        end_time: t0 + Duration::from_micros(1500),
+        attributes: vec![
+            KeyValue::new("s", "string ✓"),
+            KeyValue::new("b", true),
+            KeyValue::new("i", -42_i64),
+            KeyValue::new("f", f64::NAN),
+            KeyValue::new(
+                "as",
+                Value::Array(Array::String(vec!["x".into(), "y".into()])),
+            ),
+            KeyValue::new("ab", Value::Array(Array::Bool(vec![true, false]))),
+            KeyValue::new("ai", Value::Array(Array::I64(vec![1, -2, 3]))),
+            KeyValue::new("af", Value::Array(Array::F64(vec![0.5, f64::INFINITY]))),
+        ],
+        dropped_attributes_count: 3,
+        events,
+        links,
+        status: Status::error("upstream timed out"),
+        instrumentation_scope: scope.clone(),
+    }
+}
+
+#[test]
+fn spans_with_every_field_round_trip_grouped_by_scope() {
+    let capture = EventCapture::new();
+    let mut exporter = SpanExporter::builder()
+        .with_capture(capture.clone())
+        .build()
+        .unwrap();
+    exporter.set_resource(
+        &Resource::builder()
+            .with_service_name("checkout")
+            .with_attribute(KeyValue::new("k8s.pod", "p-1"))
+            .build(),
+    );
+    let stats = exporter.stats();
+    let (mut tee, seen) = TeeSpans::new(vec![exporter]);
+    tee.set_resource(
+        &Resource::builder()
+            .with_service_name("checkout")
+            .with_attribute(KeyValue::new("k8s.pod", "p-1"))
+            .build(),
+    );
+    let scopes = [
+        InstrumentationScope::builder("http")
+            .with_version("1.0")
+            .with_attributes([KeyValue::new("a", 1_i64)])
+            .build(),
+        InstrumentationScope::builder("db").build(),
+    ];
+    let batch: Vec<SpanData> = (0..600)
+        .map(|i| full_span(i, &scopes[(i % 2) as usize]))
+        .collect();
+    assert!(block_on(tee.export(batch)).is_ok());
+
+    let events = capture.take();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.results[0], vec![Ok(())]);
+    assert_eq!(spans_of_events(&events), spans(&seen.reference[0]));
+    assert!(events.len() > 1, "600 full spans need several events");
+    assert_eq!(stats.snapshot().items_written, 600);
+
+    let reqs: Vec<ExportTraceServiceRequest> = decode_events(&events);
+    let rs = &reqs[0].resource_spans[0];
+    assert!(
+        rs.resource
+            .as_ref()
+            .unwrap()
+            .attributes
+            .iter()
+            .any(|kv| kv.key == "k8s.pod")
+    );
+    // Spans are grouped by scope: each scope appears once per event, and both arrive.
+    let mut scope_names = Vec::new();
+    for r in &reqs {
+        let names: Vec<&str> = r.resource_spans[0]
+            .scope_spans
+            .iter()
+            .map(|ss| ss.scope.as_ref().unwrap().name.as_str())
+            .collect();
+        let mut unique = names.clone();
+        unique.dedup();
+        assert_eq!(names, unique);
+        scope_names.extend(names);
+    }
+    scope_names.dedup();
+    assert_eq!(scope_names, ["http", "db"]);
+    let s = &rs.scope_spans[0].spans[0];
+    assert_eq!(
+        s.trace_id,
+        0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10_u128.to_be_bytes()
+    );
+    assert_eq!(s.parent_span_id, 0xBB00_u64.to_be_bytes());
+    assert_eq!(s.trace_state, "vendor=v1");
+    assert_eq!(s.flags, 0x301, "sampled, parent is remote");
+    assert_eq!(s.name, "GET /ä/0");
+    assert_eq!(
+        (
+            s.dropped_attributes_count,
+            s.dropped_events_count,
+            s.dropped_links_count
+        ),
+        (3, 4, 5)
+    );
+    assert_eq!(s.attributes.len(), 8);
+    assert_eq!(s.events[0].dropped_attributes_count, 1);
+    assert_eq!(s.links[0].attributes[0].key, "link.kind");
+    assert_eq!(s.links[0].dropped_attributes_count, 2);
+    let status = s.status.as_ref().unwrap();
+    assert_eq!(
+        (status.code, status.message.as_str()),
+        (2, "upstream timed out")
+    );
+    assert_eq!(s.end_time_unix_nano - s.start_time_unix_nano, 1_500_000);
+}
+
+#[test]
+fn works_with_the_simple_and_the_batch_span_processor() {
+    for batch in [false, true] {
+        let capture = EventCapture::new();
+        let exporter = SpanExporter::builder()
+            .with_capture(capture.clone())
+            .build()
+            .unwrap();
+        let builder = SdkTracerProvider::builder()
+            .with_resource(Resource::builder().with_service_name("proc").build());
+        let provider = if batch {
+            builder.with_batch_exporter(exporter)
+        } else {
+            builder.with_simple_exporter(exporter)
+        }
+        .build();
+        let tracer = provider.tracer("proc-test");
+        for i in 0..250 {
+            tracer.in_span(format!("op-{i}"), |_| {});
+        }
+        provider.force_flush().unwrap();
+        let reqs: Vec<ExportTraceServiceRequest> = decode_events(&capture.take());
+        let mut names: Vec<String> = reqs
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+            .map(|s| s.name.clone())
+            .collect();
+        names.sort();
+        let mut want: Vec<String> = (0..250).map(|i| format!("op-{i}")).collect();
+        want.sort();
+        assert_eq!(names, want, "batch processor: {batch}");
+        let service = &reqs[0].resource_spans[0]
+            .resource
+            .as_ref()
+            .unwrap()
+            .attributes;
+        assert!(
+            service.iter().any(|kv| kv.key == "service.name"),
+            "resource reaches the events"
+        );
+        provider.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn an_oversize_span_is_dropped_counted_and_named() {
+    let capture = EventCapture::new();
+    let exporter = SpanExporter::builder()
+        .with_capture(capture.clone())
+        .build()
+        .unwrap();
+    let stats = exporter.stats();
+    let scope = InstrumentationScope::builder("s").build();
+    let mut big = full_span(1, &scope);
+    big.name = "bulk-upload".into();
+    big.attributes
+        .push(KeyValue::new("payload", "x".repeat(9000)));
+    let err = block_on(exporter.export(vec![full_span(0, &scope), big, full_span(2, &scope)]))
+        .unwrap_err();
+    assert!(err.to_string().contains("\"bulk-upload\""), "{err}");
+    let s = stats.snapshot();
+    assert_eq!((s.items_dropped_oversize, s.items_written), (1, 2));
+    assert_eq!(spans_of_events(&capture.take()).len(), 2);
+}
