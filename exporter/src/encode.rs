@@ -15,11 +15,12 @@ use prost::Message;
 
 use crate::pack::{Packer, field_len};
 
-/// Items that could not be written because even alone they exceed the limit.
+/// Items that could not be packed because even alone they exceed the limit.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Oversize {
+#[non_exhaustive]
+pub struct Oversize {
     /// `(metric or span name, items dropped)`, in the order first seen.
-    pub(crate) dropped: Vec<(String, usize)>,
+    pub dropped: Vec<(String, usize)>,
 }
 
 impl Oversize {
@@ -30,7 +31,8 @@ impl Oversize {
         }
     }
 
-    pub(crate) fn total(&self) -> usize {
+    /// How many items were dropped in all.
+    pub fn total(&self) -> usize {
         self.dropped.iter().map(|(_, n)| n).sum()
     }
 }
@@ -72,7 +74,11 @@ type MetricsPacker<'b, F> = Packer<'b, ExportMetricsServiceRequest, METRIC_LEVEL
 /// Packs the data points of `req` into as few requests of at most `limit` bytes as possible,
 /// calling `emit(bytes, points)` for each. Points keep their order; a metric's points may be
 /// split over several requests, each carrying the full resource, scope and metric metadata.
-pub(crate) fn pack_metrics<F: FnMut(&[u8], usize)>(
+/// `buf` is scratch space, reused across calls to save allocations.
+///
+/// This is what [`MetricsExporter`](crate::MetricsExporter) does with each export; it is
+/// public for writers of pre-built OTLP and for benchmarks.
+pub fn pack_metrics<F: FnMut(&[u8], usize)>(
     req: ExportMetricsServiceRequest,
     limit: usize,
     buf: &mut Vec<u8>,
@@ -196,8 +202,8 @@ fn data_body_len(data: &Data) -> usize {
 const SPAN_LEVELS: usize = 3;
 
 /// Packs the spans of `resource_spans` into as few requests of at most `limit` bytes as
-/// possible, calling `emit(bytes, spans)` for each.
-pub(crate) fn pack_spans<F: FnMut(&[u8], usize)>(
+/// possible, calling `emit(bytes, spans)` for each; see [`pack_metrics`].
+pub fn pack_spans<F: FnMut(&[u8], usize)>(
     resource_spans: Vec<ResourceSpans>,
     limit: usize,
     buf: &mut Vec<u8>,

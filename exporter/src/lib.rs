@@ -51,6 +51,7 @@ mod stats;
 mod traces;
 mod writer;
 
+pub use encode::{Oversize, pack_metrics, pack_spans};
 pub use error::BuildError;
 pub use metrics::{MetricsExporter, MetricsExporterBuilder};
 pub use stats::{ExporterStats, StatsSnapshot};
