@@ -1,1 +1,3 @@
+//! `ue-decoder`: reads OTLP from user_events tracepoints (command line to come).
+
 fn main() {}

@@ -15,8 +15,8 @@ use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest
 use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
 use otlp_user_events::proto::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use otlp_user_events::proto::metrics::v1::{
-    Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics as ProtoResourceMetrics,
-    ScopeMetrics, Sum, metric::Data, number_data_point,
+    Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics as ProtoResourceMetrics, ScopeMetrics, Sum, metric::Data, number_data_point,
 };
 use otlp_user_events::proto::resource::v1::Resource;
 use otlp_user_events::proto::trace::v1::{ResourceSpans, ScopeSpans, Span, span};
@@ -28,7 +28,9 @@ const ITEMS: usize = 1000;
 fn kv(k: &str, v: String) -> KeyValue {
     KeyValue {
         key: k.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v)) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v)),
+        }),
         key_strindex: 0,
     }
 }
@@ -45,11 +47,19 @@ fn resource() -> Option<Resource> {
 }
 
 fn scope() -> Option<InstrumentationScope> {
-    Some(InstrumentationScope { name: "checkout.http".into(), version: "0.9.0".into(), ..Default::default() })
+    Some(InstrumentationScope {
+        name: "checkout.http".into(),
+        version: "0.9.0".into(),
+        ..Default::default()
+    })
 }
 
 fn attrs(i: usize) -> Vec<KeyValue> {
-    vec![kv("http.route", format!("/api/v1/item/{i}")), kv("http.method", "GET".into()), kv("status", "200".into())]
+    vec![
+        kv("http.route", format!("/api/v1/item/{i}")),
+        kv("http.method", "GET".into()),
+        kv("status", "200".into()),
+    ]
 }
 
 fn metrics_request(data: Data) -> ExportMetricsServiceRequest {
@@ -153,7 +163,10 @@ fn one_point_per_event(req: &ExportMetricsServiceRequest, sink: &mut impl FnMut(
                         resource: rm.resource.clone(),
                         scope_metrics: vec![ScopeMetrics {
                             scope: sm.scope.clone(),
-                            metrics: vec![Metric { data: Some(data), ..m.clone_shell() }],
+                            metrics: vec![Metric {
+                                data: Some(data),
+                                ..m.clone_shell()
+                            }],
                             schema_url: sm.schema_url.clone(),
                         }],
                         schema_url: rm.schema_url.clone(),
@@ -166,7 +179,10 @@ fn one_point_per_event(req: &ExportMetricsServiceRequest, sink: &mut impl FnMut(
                 };
                 match m.data.as_ref().unwrap() {
                     Data::Sum(s) => s.data_points.iter().for_each(|p| {
-                        write(single(Data::Sum(Sum { data_points: vec![p.clone()], ..s.clone_shell() })))
+                        write(single(Data::Sum(Sum {
+                            data_points: vec![p.clone()],
+                            ..s.clone_shell()
+                        })))
                     }),
                     Data::Histogram(h) => h.data_points.iter().for_each(|p| {
                         write(single(Data::Histogram(Histogram {
@@ -222,7 +238,10 @@ impl CloneShell for Metric {
 }
 impl CloneShell for Sum {
     fn clone_shell(&self) -> Self {
-        Sum { data_points: vec![], ..*self }
+        Sum {
+            data_points: vec![],
+            ..*self
+        }
     }
 }
 
@@ -305,7 +324,9 @@ fn export_without_listener(c: &mut Criterion) {
     c.bench_function("export_no_listener", |b| {
         b.iter(|| {
             let mut fut = std::pin::pin!(exporter.export(black_box(&metrics)));
-            let polled = fut.as_mut().poll(&mut std::task::Context::from_waker(waker));
+            let polled = fut
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(waker));
             assert!(polled.is_ready());
         })
     });

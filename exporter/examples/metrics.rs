@@ -26,20 +26,43 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("otlp_metrics: {}", exporter.registration());
     let stats = exporter.stats();
     let provider = SdkMeterProvider::builder()
-        .with_resource(Resource::builder().with_service_name("example-metrics").build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name("example-metrics")
+                .build(),
+        )
         // Exports happen when this example flushes, not on a timer.
-        .with_reader(PeriodicReader::builder(exporter).with_interval(Duration::from_secs(3600)).build())
+        .with_reader(
+            PeriodicReader::builder(exporter)
+                .with_interval(Duration::from_secs(3600))
+                .build(),
+        )
         .build();
 
     let meter = provider.meter("example");
-    let requests = meter.u64_counter("example.requests").with_unit("{request}").build();
-    let latency = meter.f64_histogram("example.latency").with_unit("s").build();
+    let requests = meter
+        .u64_counter("example.requests")
+        .with_unit("{request}")
+        .build();
+    let latency = meter
+        .f64_histogram("example.latency")
+        .with_unit("s")
+        .build();
     let queue = meter.i64_gauge("example.queue_depth").build();
     for round in 0..rounds {
         for s in 0..series {
-            requests.add(1, &[KeyValue::new("series", s as i64), KeyValue::new("route", "/checkout")]);
+            requests.add(
+                1,
+                &[
+                    KeyValue::new("series", s as i64),
+                    KeyValue::new("route", "/checkout"),
+                ],
+            );
         }
-        latency.record(0.002 * (round + 1) as f64, &[KeyValue::new("route", "/checkout")]);
+        latency.record(
+            0.002 * (round + 1) as f64,
+            &[KeyValue::new("route", "/checkout")],
+        );
         queue.record(round as i64, &[]);
         provider.force_flush()?;
     }

@@ -10,19 +10,29 @@
 //! printed at the end.
 
 use opentelemetry::KeyValue;
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
+};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use otlp_user_events::SpanExporter;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let traces: u64 = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(5);
+    let traces: u64 = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(5);
 
     let exporter = SpanExporter::builder().build()?;
     eprintln!("otlp_traces: {}", exporter.registration());
     let stats = exporter.stats();
     let provider = SdkTracerProvider::builder()
-        .with_resource(Resource::builder().with_service_name("example-spans").build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name("example-spans")
+                .build(),
+        )
         .with_batch_exporter(exporter)
         .build();
 
@@ -32,7 +42,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let span = cx.span();
             span.set_attribute(KeyValue::new("http.request.method", "GET"));
             span.set_attribute(KeyValue::new("example.trace", i as i64));
-            span.add_event("cache miss", vec![KeyValue::new("key", format!("cart-{i}"))]);
+            span.add_event(
+                "cache miss",
+                vec![KeyValue::new("key", format!("cart-{i}"))],
+            );
             let mut db = tracer
                 .span_builder("SELECT carts")
                 .with_kind(SpanKind::Client)

@@ -89,6 +89,10 @@ impl Core {
         self.writer.registration()
     }
 
+    pub(crate) fn listening(&self) -> bool {
+        self.writer.enabled()
+    }
+
     /// Checks shutdown and the listener. `Ok(false)`: nothing to do, and the skip is counted.
     #[inline]
     pub(crate) fn should_export(&self) -> Result<bool, OTelSdkError> {

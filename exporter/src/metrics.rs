@@ -52,6 +52,11 @@ impl MetricsExporter {
         self.core.stats.clone()
     }
 
+    /// Whether a reader listens right now: the kernel's enable bit for the tracepoint.
+    pub fn listening(&self) -> bool {
+        self.core.listening()
+    }
+
     /// Whether the tracepoint registered, and if not, why.
     pub fn registration(&self) -> &Registration {
         self.core.registration()

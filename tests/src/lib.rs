@@ -2,7 +2,10 @@
 //! they were split into events, and exporters that hand one SDK export to several exporters
 //! while keeping the reference conversion of it.
 
+#[cfg(feature = "kernel")]
+pub mod kernel;
 pub mod otlp;
+pub mod sdk;
 pub mod tee;
 
 use std::future::Future;

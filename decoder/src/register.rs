@@ -1,0 +1,69 @@
+//! Registering a tracepoint from the reader's side, so the reader can attach before any
+//! application starts and the tracepoint outlives the applications that write it.
+
+use std::ffi::CString;
+use std::fmt;
+use std::pin::Pin;
+
+use otlp_user_events::layout;
+use tracepoint::TracepointState;
+
+use crate::ReaderError;
+use crate::sys;
+
+/// A user_events tracepoint registered with exactly the exporters' layout
+/// ([`layout::definition`]). The kernel keeps the tracepoint while any registration of it
+/// is open, so holding one keeps the event (and the reader's perf events on it) alive
+/// across application restarts. Dropping it unregisters.
+///
+/// The kernel finds user_events through the tracefs listed in `/proc/mounts` (the
+/// `tracepoint` crate's lookup), whatever tracefs path the reader was given.
+pub struct Registration {
+    name: String,
+    state: Pin<Box<TracepointState>>,
+}
+
+impl Registration {
+    /// Registers `name` with the fields `u32 protocol;char[8] version;__rel_loc u8[] buffer`.
+    ///
+    /// Fails if the kernel has no user_events, if the caller may not write
+    /// `user_events_data`, or if the name is registered with another layout.
+    pub fn register(name: &str) -> Result<Self, ReaderError> {
+        layout::validate_name(name).map_err(|e| ReaderError::Config {
+            problem: e.to_string(),
+        })?;
+        let definition =
+            CString::new(layout::definition(name)).expect("a validated name contains no NUL byte");
+        let state = Box::pin(TracepointState::new(0));
+        match sys::register_tracepoint(state.as_ref(), &definition) {
+            0 => Ok(Self {
+                name: name.to_owned(),
+                state,
+            }),
+            errno => Err(ReaderError::Register {
+                tracepoint: name.to_owned(),
+                errno,
+            }),
+        }
+    }
+
+    /// The tracepoint's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether some perf event or ftrace instance is listening to the tracepoint now
+    /// (the kernel's enable bit for this registration).
+    pub fn listened_to(&self) -> bool {
+        self.state.enabled()
+    }
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("name", &self.name)
+            .field("listened_to", &self.listened_to())
+            .finish()
+    }
+}
