@@ -1,0 +1,311 @@
+//! The `otlp-grpc` sink: OTLP/gRPC through the official tonic stubs.
+
+use std::time::Duration;
+
+use otlp_user_events::proto::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use otlp_user_events::proto::collector::trace::v1::trace_service_client::TraceServiceClient;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Status};
+use tonic_types::StatusExt as _;
+
+use super::retry::RetryConfig;
+use super::{Outcome, SinkError};
+use crate::signal::{Batch, Request};
+
+/// Where and how the `otlp-grpc` sink sends.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GrpcConfig {
+    /// The collector's URL, e.g. `http://127.0.0.1:4317` (`https://` for TLS with the
+    /// system's CA roots); without a scheme, `http://` is assumed.
+    pub endpoint: String,
+    /// Extra request metadata, e.g. authentication; names are lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The limit on one request (sent as `grpc-timeout` too), and on connecting.
+    pub timeout: Duration,
+    /// Compress requests with gzip (`grpc-encoding: gzip`).
+    pub gzip: bool,
+    /// Retries of retryable failures.
+    pub retry: RetryConfig,
+}
+
+impl Default for GrpcConfig {
+    /// The OTLP specification's defaults: `http://localhost:4317`, a 10 s timeout, no
+    /// compression.
+    fn default() -> Self {
+        Self {
+            endpoint: "http://localhost:4317".into(),
+            headers: Vec::new(),
+            timeout: Duration::from_secs(10),
+            gzip: false,
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+/// What the OTLP specification says a failed call's status calls for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GrpcClass {
+    /// Try again later.
+    Retryable,
+    /// The same request will fail the same way.
+    Permanent,
+}
+
+/// Classifies a failed call's code as the OTLP/gRPC specification does. RESOURCE_EXHAUSTED
+/// is retryable only with a `RetryInfo`, the server's sign that it will recover.
+pub(crate) fn classify_code(code: Code, has_retry_info: bool) -> GrpcClass {
+    match code {
+        Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unavailable
+        | Code::DataLoss => GrpcClass::Retryable,
+        Code::ResourceExhausted if has_retry_info => GrpcClass::Retryable,
+        _ => GrpcClass::Permanent,
+    }
+}
+
+/// The `endpoint` with `http://` if it has no scheme.
+fn with_scheme(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+fn metadata_map(headers: &[(String, String)]) -> Result<MetadataMap, SinkError> {
+    let mut map = MetadataMap::new();
+    for (name, value) in headers {
+        let invalid = |reason: String| SinkError::InvalidHeader {
+            sink: "otlp-grpc",
+            name: name.clone(),
+            reason,
+        };
+        let key = AsciiMetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
+            .map_err(|e| invalid(e.to_string()))?;
+        let value =
+            AsciiMetadataValue::try_from(value.as_str()).map_err(|e| invalid(e.to_string()))?;
+        map.append(key, value);
+    }
+    Ok(map)
+}
+
+/// An OTLP/gRPC client for both signals over one lazily connected channel.
+#[derive(Debug)]
+pub(crate) struct GrpcSink {
+    metrics: MetricsServiceClient<Channel>,
+    traces: TraceServiceClient<Channel>,
+    metadata: MetadataMap,
+    timeout: Duration,
+}
+
+impl GrpcSink {
+    /// Checks the configuration and builds the clients; connects (and reconnects) only
+    /// when sending. Must run inside a tokio runtime.
+    pub(crate) fn new(config: &GrpcConfig) -> Result<Self, SinkError> {
+        let url = with_scheme(&config.endpoint);
+        let invalid = |reason: String| SinkError::InvalidEndpoint {
+            sink: "otlp-grpc",
+            endpoint: config.endpoint.clone(),
+            reason,
+        };
+        let mut endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| invalid(e.to_string()))?
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout);
+        if url.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().with_native_roots())
+                .map_err(|e| invalid(e.to_string()))?;
+        } else if !url.starts_with("http://") {
+            return Err(invalid("scheme is not http or https".into()));
+        }
+        let channel = endpoint.connect_lazy();
+        let mut metrics =
+            MetricsServiceClient::new(channel.clone()).accept_compressed(CompressionEncoding::Gzip);
+        let mut traces =
+            TraceServiceClient::new(channel).accept_compressed(CompressionEncoding::Gzip);
+        if config.gzip {
+            metrics = metrics.send_compressed(CompressionEncoding::Gzip);
+            traces = traces.send_compressed(CompressionEncoding::Gzip);
+        }
+        Ok(Self {
+            metrics,
+            traces,
+            metadata: metadata_map(&config.headers)?,
+            timeout: config.timeout,
+        })
+    }
+
+    /// One attempt at sending `batch`.
+    pub(crate) async fn send(&self, batch: &Batch) -> Outcome {
+        // tonic takes the message by value; a clone per attempt is the price of using the
+        // official stubs, small next to the network.
+        let result = match &batch.request {
+            Request::Metrics(r) => self
+                .metrics
+                .clone()
+                .export(self.request(r.clone()))
+                .await
+                .map(|resp| {
+                    resp.into_inner()
+                        .partial_success
+                        .map(|p| (p.rejected_data_points.max(0) as u64, p.error_message))
+                }),
+            Request::Traces(r) => self
+                .traces
+                .clone()
+                .export(self.request(r.clone()))
+                .await
+                .map(|resp| {
+                    resp.into_inner()
+                        .partial_success
+                        .map(|p| (p.rejected_spans.max(0) as u64, p.error_message))
+                }),
+        };
+        match result {
+            Ok(partial) => {
+                let (rejected, message) = partial.unwrap_or_default();
+                Outcome::Sent { rejected, message }
+            }
+            Err(status) => outcome_of(&status),
+        }
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        *request.metadata_mut() = self.metadata.clone();
+        request.set_timeout(self.timeout);
+        request
+    }
+}
+
+/// What to do after a call failed with `status`.
+pub(crate) fn outcome_of(status: &Status) -> Outcome {
+    let retry_delay = status
+        .get_details_retry_info()
+        .map(|info| info.retry_delay.unwrap_or_default());
+    let error = describe(status);
+    match classify_code(effective_code(status), retry_delay.is_some()) {
+        GrpcClass::Retryable => Outcome::Retry {
+            error,
+            after: retry_delay,
+        },
+        GrpcClass::Permanent => Outcome::Permanent(error),
+    }
+}
+
+/// The code to judge `status` by. tonic reports a connection that broke under a call
+/// (reset, broken pipe) as UNKNOWN with the transport error as its source, where gRPC's own
+/// clients say UNAVAILABLE, and the OTLP specification retries connection failures. A
+/// status the server sent has no source, so its UNKNOWN stays permanent.
+fn effective_code(status: &Status) -> Code {
+    match status.code() {
+        Code::Unknown if std::error::Error::source(status).is_some() => Code::Unavailable,
+        code => code,
+    }
+}
+
+/// `gRPC UNAVAILABLE: <message>` with the transport's underlying cause, if any.
+fn describe(status: &Status) -> String {
+    let mut text = format!("gRPC {:?}: {}", status.code(), status.message());
+    if let Some(source) = std::error::Error::source(status) {
+        text.push_str(": ");
+        text.push_str(&super::error_chain(source));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::ErrorDetails;
+
+    use super::*;
+
+    #[test]
+    fn only_the_specs_codes_are_retryable() {
+        for code in [
+            Code::Cancelled,
+            Code::DeadlineExceeded,
+            Code::Aborted,
+            Code::OutOfRange,
+            Code::Unavailable,
+            Code::DataLoss,
+        ] {
+            assert_eq!(classify_code(code, false), GrpcClass::Retryable, "{code:?}");
+        }
+        for code in [
+            Code::Unknown,
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::PermissionDenied,
+            Code::FailedPrecondition,
+            Code::Unimplemented,
+            Code::Internal,
+            Code::Unauthenticated,
+            Code::ResourceExhausted,
+        ] {
+            assert_eq!(classify_code(code, false), GrpcClass::Permanent, "{code:?}");
+        }
+        assert_eq!(
+            classify_code(Code::ResourceExhausted, true),
+            GrpcClass::Retryable
+        );
+    }
+
+    #[test]
+    fn retry_info_is_the_next_delay() {
+        let status = Status::with_error_details(
+            Code::ResourceExhausted,
+            "slow down",
+            ErrorDetails::with_retry_info(Some(Duration::from_millis(1500))),
+        );
+        match outcome_of(&status) {
+            Outcome::Retry { error, after } => {
+                assert_eq!(after, Some(Duration::from_millis(1500)));
+                assert!(error.contains("ResourceExhausted") && error.contains("slow down"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let plain = Status::resource_exhausted("full");
+        assert!(matches!(outcome_of(&plain), Outcome::Permanent(e) if e.contains("full")));
+        let unavailable = Status::unavailable("down");
+        assert!(matches!(
+            outcome_of(&unavailable),
+            Outcome::Retry { after: None, .. }
+        ));
+    }
+
+    #[test]
+    fn a_broken_connection_is_retryable_but_a_servers_unknown_is_not() {
+        let broken = Status::from_error(Box::new(std::io::Error::other("connection reset")));
+        assert_eq!(broken.code(), Code::Unknown);
+        match outcome_of(&broken) {
+            Outcome::Retry { error, after: None } => {
+                assert!(error.contains("connection reset"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let from_server = Status::unknown("the server does not know");
+        assert!(matches!(outcome_of(&from_server), Outcome::Permanent(_)));
+    }
+
+    #[test]
+    fn metadata_names_are_lowercased_and_checked() {
+        let map = metadata_map(&[("X-Tenant".into(), "a".into())]).unwrap();
+        assert_eq!(map.get("x-tenant").unwrap(), "a");
+        assert!(metadata_map(&[("bad name".into(), "v".into())]).is_err());
+        assert!(metadata_map(&[("x".into(), "a\nb".into())]).is_err());
+    }
+
+    #[test]
+    fn a_bare_host_port_gets_http() {
+        assert_eq!(with_scheme("127.0.0.1:4317"), "http://127.0.0.1:4317");
+        assert_eq!(with_scheme("https://c:4317"), "https://c:4317");
+    }
+}

@@ -1,0 +1,428 @@
+//! The `otlp-http` sink: OTLP/HTTP with binary protobuf bodies.
+
+use std::io::Write as _;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceResponse;
+use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceResponse;
+use prost::Message;
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{StatusCode, Url};
+
+use super::retry::{RetryConfig, parse_retry_after};
+use super::{Outcome, SinkError, error_chain};
+use crate::signal::{Batch, Signal};
+
+/// Where and how the `otlp-http` sink sends.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpConfig {
+    /// The collector's base URL, e.g. `http://127.0.0.1:4318`; `/v1/metrics` and
+    /// `/v1/traces` are appended to its path. A URL already ending in either signal's path
+    /// is taken as that signal's URL, the other signal's being its sibling.
+    pub endpoint: String,
+    /// Extra request headers, e.g. authentication.
+    pub headers: Vec<(String, String)>,
+    /// The limit on one request, connecting included.
+    pub timeout: Duration,
+    /// Compress bodies with gzip (`Content-Encoding: gzip`).
+    pub gzip: bool,
+    /// Retries of retryable failures.
+    pub retry: RetryConfig,
+}
+
+impl Default for HttpConfig {
+    /// The OTLP specification's defaults: `http://localhost:4318`, a 10 s timeout, no
+    /// compression.
+    fn default() -> Self {
+        Self {
+            endpoint: "http://localhost:4318".into(),
+            headers: Vec::new(),
+            timeout: Duration::from_secs(10),
+            gzip: false,
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+/// What the OTLP specification says a response status calls for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HttpClass {
+    /// 2xx: accepted, maybe partially.
+    Success,
+    /// 429, 502, 503, 504: try again later.
+    Retryable,
+    /// Anything else: the same request will fail the same way.
+    Permanent,
+}
+
+/// Classifies a response status as the OTLP/HTTP specification does: only 429, 502, 503
+/// and 504 are retryable.
+pub(crate) fn classify_status(status: u16) -> HttpClass {
+    match status {
+        200..=299 => HttpClass::Success,
+        429 | 502 | 503 | 504 => HttpClass::Retryable,
+        _ => HttpClass::Permanent,
+    }
+}
+
+/// The sink's URL for each signal, per the endpoint rules of [`HttpConfig::endpoint`].
+pub(crate) fn signal_urls(endpoint: &str) -> Result<[Url; 2], String> {
+    let base = Url::parse(endpoint).map_err(|e| e.to_string())?;
+    if !matches!(base.scheme(), "http" | "https") {
+        return Err(format!("scheme {:?} is not http or https", base.scheme()));
+    }
+    if base.cannot_be_a_base() || base.host().is_none() {
+        return Err("no host".into());
+    }
+    let path = base.path().trim_end_matches('/');
+    let prefix = Signal::ALL
+        .iter()
+        .find_map(|s| path.strip_suffix(s.http_path()))
+        .unwrap_or(path)
+        .to_owned();
+    Ok(Signal::ALL.map(|s| {
+        let mut url = base.clone();
+        url.set_path(&format!("{prefix}{}", s.http_path()));
+        url
+    }))
+}
+
+/// Builds the request headers: the user's, then the content type (which must be ours).
+fn header_map(headers: &[(String, String)], gzip: bool) -> Result<HeaderMap, SinkError> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let invalid = |reason: String| SinkError::InvalidHeader {
+            sink: "otlp-http",
+            name: name.clone(),
+            reason,
+        };
+        let n = HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(e.to_string()))?;
+        let mut v = HeaderValue::from_str(value).map_err(|e| invalid(e.to_string()))?;
+        v.set_sensitive(true);
+        map.append(n, v);
+    }
+    map.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-protobuf"),
+    );
+    if gzip {
+        map.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    } else {
+        map.remove(CONTENT_ENCODING);
+    }
+    Ok(map)
+}
+
+/// An OTLP/HTTP client for both signals.
+#[derive(Debug)]
+pub(crate) struct HttpSink {
+    client: reqwest::Client,
+    urls: [Url; 2],
+    headers: HeaderMap,
+    timeout: Duration,
+    gzip: bool,
+}
+
+impl HttpSink {
+    /// Checks the configuration and builds the client; connects only when sending.
+    pub(crate) fn new(config: &HttpConfig) -> Result<Self, SinkError> {
+        let urls = signal_urls(&config.endpoint).map_err(|reason| SinkError::InvalidEndpoint {
+            sink: "otlp-http",
+            endpoint: config.endpoint.clone(),
+            reason,
+        })?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.timeout)
+            .user_agent(concat!("ue-decoder/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(SinkError::HttpClient)?;
+        Ok(Self {
+            client,
+            urls,
+            headers: header_map(&config.headers, config.gzip)?,
+            timeout: config.timeout,
+            gzip: config.gzip,
+        })
+    }
+
+    /// The body for `batch`, encoded once for all its attempts.
+    pub(crate) fn encode(&self, batch: &Batch) -> Result<Bytes, String> {
+        let body = batch.request.encode_to_vec();
+        if !self.gzip {
+            return Ok(body.into());
+        }
+        let mut gz = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
+        gz.write_all(&body)
+            .and_then(|()| gz.finish())
+            .map(Bytes::from)
+            .map_err(|e| format!("gzip: {e}"))
+    }
+
+    /// One attempt at sending `body`, a `signal` request.
+    pub(crate) async fn send(&self, signal: Signal, body: Bytes) -> Outcome {
+        let url = match signal {
+            Signal::Metrics => &self.urls[0],
+            Signal::Traces => &self.urls[1],
+        };
+        let result = self
+            .client
+            .post(url.clone())
+            .headers(self.headers.clone())
+            .timeout(self.timeout)
+            .body(body)
+            .send()
+            .await;
+        let response = match result {
+            Ok(r) => r,
+            // A request that could not be built fails the same way every time; anything
+            // else (refused, reset, timed out) is the network's, and retryable.
+            Err(e) if e.is_builder() => {
+                return Outcome::Permanent(format!("POST {url}: {}", error_chain(&e)));
+            }
+            Err(e) => {
+                return Outcome::Retry {
+                    error: format!("POST {url}: {}", error_chain(&e)),
+                    after: None,
+                };
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let protobuf = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/x-protobuf"));
+        // The body of a success carries partial_success; that of a failure, the reason.
+        // Reading it failing after the status arrived changes neither the decision.
+        let body = response.bytes().await.unwrap_or_default();
+        match classify_status(status.as_u16()) {
+            HttpClass::Success => {
+                let (rejected, message) = partial_success(signal, &body);
+                Outcome::Sent { rejected, message }
+            }
+            HttpClass::Retryable => Outcome::Retry {
+                error: describe_failure(url, status, protobuf, &body),
+                after: retry_after,
+            },
+            HttpClass::Permanent => {
+                Outcome::Permanent(describe_failure(url, status, protobuf, &body))
+            }
+        }
+    }
+}
+
+/// Rejected items and the server's message from a success response body; none if the body
+/// is empty or not an OTLP response (then nothing was reported rejected).
+pub(crate) fn partial_success(signal: Signal, body: &[u8]) -> (u64, String) {
+    match signal {
+        Signal::Metrics => ExportMetricsServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_data_points.max(0) as u64, p.error_message)),
+        Signal::Traces => ExportTraceServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_spans.max(0) as u64, p.error_message)),
+    }
+    .unwrap_or_default()
+}
+
+/// `POST <url>: HTTP 400 Bad Request: <message>`, the message from the body's
+/// `google.rpc.Status` if it is one, else the body's text if it is short text.
+fn describe_failure(url: &Url, status: StatusCode, protobuf: bool, body: &[u8]) -> String {
+    let mut text = format!("POST {url}: HTTP {status}");
+    if let Some(message) = failure_message(protobuf, body) {
+        text.push_str(": ");
+        text.push_str(&message);
+    }
+    text
+}
+
+/// The reason an OTLP/HTTP server gave for a failure, if any.
+pub(crate) fn failure_message(protobuf: bool, body: &[u8]) -> Option<String> {
+    const MAX: usize = 512;
+    if body.is_empty() {
+        return None;
+    }
+    let message = if protobuf {
+        tonic_types::Status::decode(body).ok()?.message
+    } else {
+        String::from_utf8_lossy(body).trim().to_owned()
+    };
+    if message.is_empty() {
+        return None;
+    }
+    let mut end = message.len().min(MAX);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(message[..end].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use otlp_user_events::proto::collector::metrics::v1::ExportMetricsPartialSuccess;
+    use otlp_user_events::proto::collector::trace::v1::ExportTracePartialSuccess;
+
+    use super::*;
+
+    #[test]
+    fn only_the_specs_statuses_are_retryable() {
+        for s in [429, 502, 503, 504] {
+            assert_eq!(classify_status(s), HttpClass::Retryable, "{s}");
+        }
+        for s in [200, 202, 204] {
+            assert_eq!(classify_status(s), HttpClass::Success, "{s}");
+        }
+        for s in [301, 400, 401, 403, 404, 405, 408, 413, 415, 500, 501, 505] {
+            assert_eq!(classify_status(s), HttpClass::Permanent, "{s}");
+        }
+    }
+
+    fn urls(endpoint: &str) -> Vec<String> {
+        signal_urls(endpoint)
+            .unwrap()
+            .iter()
+            .map(Url::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn signal_paths_are_appended_to_the_base() {
+        assert_eq!(
+            urls("http://127.0.0.1:4318"),
+            [
+                "http://127.0.0.1:4318/v1/metrics",
+                "http://127.0.0.1:4318/v1/traces"
+            ]
+        );
+        assert_eq!(
+            urls("https://gw.example/otlp/"),
+            [
+                "https://gw.example/otlp/v1/metrics",
+                "https://gw.example/otlp/v1/traces"
+            ]
+        );
+        assert_eq!(
+            urls("http://c:4318/x?tenant=a"),
+            [
+                "http://c:4318/x/v1/metrics?tenant=a",
+                "http://c:4318/x/v1/traces?tenant=a"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_per_signal_url_is_kept_and_gives_its_sibling() {
+        assert_eq!(
+            urls("http://c:4318/v1/traces"),
+            ["http://c:4318/v1/metrics", "http://c:4318/v1/traces"]
+        );
+        assert_eq!(
+            urls("http://c/p/v1/metrics"),
+            ["http://c/p/v1/metrics", "http://c/p/v1/traces"]
+        );
+    }
+
+    #[test]
+    fn bad_endpoints_say_why() {
+        assert!(signal_urls("127.0.0.1:4318").is_err());
+        assert!(signal_urls("ftp://c/").unwrap_err().contains("ftp"));
+        assert!(signal_urls("not a url").is_err());
+    }
+
+    #[test]
+    fn headers_keep_the_users_and_force_the_content_type() {
+        let map = header_map(
+            &[
+                ("Authorization".into(), "Bearer x".into()),
+                ("content-type".into(), "text/plain".into()),
+                ("x-tenant".into(), "a".into()),
+            ],
+            true,
+        )
+        .unwrap();
+        assert_eq!(map["authorization"], "Bearer x");
+        assert_eq!(map["x-tenant"], "a");
+        assert_eq!(map[CONTENT_TYPE], "application/x-protobuf");
+        assert_eq!(map[CONTENT_ENCODING], "gzip");
+        assert_eq!(map.get_all(CONTENT_TYPE).iter().count(), 1);
+        let err = header_map(&[("bad name".into(), "v".into())], false).unwrap_err();
+        assert!(err.to_string().contains("bad name"), "{err}");
+        assert!(header_map(&[("x".into(), "a\nb".into())], false).is_err());
+    }
+
+    #[test]
+    fn partial_success_is_read_from_either_response() {
+        let metrics = ExportMetricsServiceResponse {
+            partial_success: Some(ExportMetricsPartialSuccess {
+                rejected_data_points: 3,
+                error_message: "bad points".into(),
+            }),
+        }
+        .encode_to_vec();
+        assert_eq!(
+            partial_success(Signal::Metrics, &metrics),
+            (3, "bad points".into())
+        );
+        let traces = ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: 2,
+                error_message: String::new(),
+            }),
+        }
+        .encode_to_vec();
+        assert_eq!(partial_success(Signal::Traces, &traces), (2, String::new()));
+        assert_eq!(partial_success(Signal::Traces, b""), (0, String::new()));
+        assert_eq!(partial_success(Signal::Traces, b"{}"), (0, String::new()));
+    }
+
+    #[test]
+    fn failure_messages_come_from_a_status_or_text() {
+        let status = tonic_types::Status {
+            code: 3,
+            message: "field resource_metrics is broken".into(),
+            details: vec![],
+        }
+        .encode_to_vec();
+        assert_eq!(
+            failure_message(true, &status).as_deref(),
+            Some("field resource_metrics is broken")
+        );
+        assert_eq!(failure_message(false, b" nope\n").as_deref(), Some("nope"));
+        assert_eq!(failure_message(false, b""), None);
+        let long = "é".repeat(400);
+        let cut = failure_message(false, long.as_bytes()).unwrap();
+        assert!(cut.len() <= 512 && cut.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn gzip_bodies_decompress_to_the_protobuf() {
+        use std::io::Read as _;
+
+        use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
+
+        use crate::signal::Request;
+
+        let sink = HttpSink::new(&HttpConfig {
+            gzip: true,
+            ..HttpConfig::default()
+        })
+        .unwrap();
+        let batch = Batch::new(Request::Traces(ExportTraceServiceRequest::default()));
+        let body = sink.encode(&batch).unwrap();
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert_eq!(plain, batch.request.encode_to_vec());
+    }
+}

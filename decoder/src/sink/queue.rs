@@ -1,0 +1,339 @@
+//! One sink's queue, bounded in bytes, and its counters, behind one lock so a snapshot is
+//! consistent. The reader's thread pushes without ever waiting on the network; the sink's
+//! worker pops.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use super::SinkSnapshot;
+use crate::signal::Batch;
+
+/// Why a batch was dropped: the keys of [`SinkSnapshot::dropped_items`].
+pub(crate) mod reason {
+    /// The sink's queue had no room.
+    pub(crate) const QUEUE_FULL: &str = "queue_full";
+    /// Retryable failures until `max_elapsed` (or retries disabled).
+    pub(crate) const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+    /// A failure that retrying cannot fix (HTTP 400, gRPC INVALID_ARGUMENT, a write error).
+    pub(crate) const PERMANENT_ERROR: &str = "permanent_error";
+    /// Still queued or in flight when the shutdown deadline passed.
+    pub(crate) const SHUTDOWN: &str = "shutdown";
+    /// The batch could not be encoded for this sink.
+    pub(crate) const ENCODE: &str = "encode";
+}
+
+/// A sink's queue and counters, shared by [`super::SinkSet`] and the sink's worker.
+#[derive(Debug)]
+pub(crate) struct SinkQueue {
+    name: String,
+    limit: usize,
+    state: Mutex<State>,
+    /// Wakes the worker on a push or on close.
+    notify: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Arc<Batch>>,
+    queued_bytes: usize,
+    /// Popped and not yet finished: counted as dropped if the worker is stopped.
+    in_flight: Option<Arc<Batch>>,
+    closed: bool,
+    /// Whether the last push was dropped, so a run of drops warns once.
+    dropping: bool,
+    stats: Stats,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    batches_sent: u64,
+    items_sent: u64,
+    bytes_sent: u64,
+    retries: u64,
+    rejected_items: u64,
+    dropped_items: BTreeMap<&'static str, u64>,
+    dropped_batches: BTreeMap<&'static str, u64>,
+    last_error: Option<String>,
+}
+
+impl Stats {
+    fn drop_batch(&mut self, batch: &Batch, reason: &'static str) {
+        *self.dropped_items.entry(reason).or_default() += batch.items;
+        *self.dropped_batches.entry(reason).or_default() += 1;
+    }
+}
+
+impl SinkQueue {
+    /// An empty queue holding at most `limit` bytes of batches.
+    pub(crate) fn new(name: String, limit: usize) -> Self {
+        Self {
+            name,
+            limit,
+            state: Mutex::default(),
+            notify: Notify::new(),
+        }
+    }
+
+    /// The sink's name, as in its snapshot.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent, so a panic elsewhere while
+        // holding the lock (there is none) would not make the counters wrong.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `batch`, or counts it dropped (`queue_full`, or `shutdown` once closed) if
+    /// its bytes would take the queue past its limit. A batch larger than the whole limit
+    /// still goes into an empty queue: refusing it would make it unsendable forever, and
+    /// memory stays bounded by one batch.
+    pub(crate) fn push(&self, batch: Arc<Batch>) -> bool {
+        let mut s = self.lock();
+        if s.closed {
+            s.stats.drop_batch(&batch, reason::SHUTDOWN);
+            return false;
+        }
+        if !s.queue.is_empty() && s.queued_bytes + batch.bytes > self.limit {
+            s.stats.drop_batch(&batch, reason::QUEUE_FULL);
+            let first = !s.dropping;
+            s.dropping = true;
+            let queued = s.queued_bytes;
+            drop(s);
+            if first {
+                tracing::warn!(
+                    sink = %self.name,
+                    queued_bytes = queued,
+                    limit = self.limit,
+                    "sink queue full, dropping batches until it drains"
+                );
+            }
+            return false;
+        }
+        let recovered = std::mem::take(&mut s.dropping);
+        s.queued_bytes += batch.bytes;
+        s.queue.push_back(batch);
+        drop(s);
+        self.notify.notify_one();
+        if recovered {
+            tracing::info!(sink = %self.name, "sink queue accepting batches again");
+        }
+        true
+    }
+
+    /// Waits for the next batch and marks it in flight; `None` once closed and empty.
+    pub(crate) async fn pop(&self) -> Option<Arc<Batch>> {
+        loop {
+            {
+                let mut s = self.lock();
+                if let Some(batch) = s.queue.pop_front() {
+                    s.queued_bytes -= batch.bytes;
+                    s.in_flight = Some(Arc::clone(&batch));
+                    return Some(batch);
+                }
+                if s.closed {
+                    return None;
+                }
+            }
+            // A push between the unlock and here leaves a permit, so this cannot miss it.
+            self.notify.notified().await;
+        }
+    }
+
+    /// Stops accepting batches; the worker still drains what is queued.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.notify.notify_one();
+    }
+
+    /// The in-flight batch was accepted, `rejected` of its items refused by the receiver.
+    pub(crate) fn sent(&self, batch: &Batch, rejected: u64) {
+        let mut s = self.lock();
+        s.in_flight = None;
+        s.stats.batches_sent += 1;
+        s.stats.items_sent += batch.items.saturating_sub(rejected);
+        s.stats.bytes_sent += batch.bytes as u64;
+        s.stats.rejected_items += rejected;
+    }
+
+    /// The in-flight batch was dropped for `reason` after `error`.
+    pub(crate) fn dropped(&self, batch: &Batch, reason: &'static str, error: String) {
+        let mut s = self.lock();
+        s.in_flight = None;
+        s.stats.drop_batch(batch, reason);
+        s.stats.last_error = Some(error);
+    }
+
+    /// The in-flight batch will be tried again after `error`.
+    pub(crate) fn retrying(&self, error: String) {
+        let mut s = self.lock();
+        s.stats.retries += 1;
+        s.stats.last_error = Some(error);
+    }
+
+    /// Keeps `error` as the last one without changing a count (a partial success).
+    pub(crate) fn note_error(&self, error: String) {
+        self.lock().stats.last_error = Some(error);
+    }
+
+    /// Counts everything still queued or in flight as dropped at shutdown; call once the
+    /// worker has stopped.
+    pub(crate) fn abandon(&self) -> u64 {
+        let mut s = self.lock();
+        s.closed = true;
+        let mut left: Vec<Arc<Batch>> = s.in_flight.take().into_iter().collect();
+        left.extend(s.queue.drain(..));
+        s.queued_bytes = 0;
+        let mut items = 0;
+        for batch in &left {
+            s.stats.drop_batch(batch, reason::SHUTDOWN);
+            items += batch.items;
+        }
+        items
+    }
+
+    /// The sink's counters now.
+    pub(crate) fn snapshot(&self) -> SinkSnapshot {
+        let s = self.lock();
+        SinkSnapshot {
+            name: self.name.clone(),
+            batches_sent: s.stats.batches_sent,
+            items_sent: s.stats.items_sent,
+            bytes_sent: s.stats.bytes_sent,
+            retries: s.stats.retries,
+            rejected_items: s.stats.rejected_items,
+            dropped_items: s.stats.dropped_items.clone(),
+            dropped_batches: s.stats.dropped_batches.clone(),
+            queue_bytes: s.queued_bytes as u64,
+            last_error: s.stats.last_error.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
+    use otlp_user_events::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    use super::*;
+    use crate::signal::Request;
+
+    /// A batch of `spans` spans whose byte size is set to `bytes`, to make limits exact.
+    fn batch(spans: usize, bytes: usize) -> Arc<Batch> {
+        let request = Request::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span::default(); spans],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        });
+        let mut b = Batch::new(request);
+        b.bytes = bytes;
+        Arc::new(b)
+    }
+
+    #[test]
+    fn accepts_up_to_the_limit_then_counts_queue_full() {
+        let q = SinkQueue::new("t".into(), 100);
+        assert!(q.push(batch(1, 40)));
+        assert!(q.push(batch(2, 60)));
+        assert_eq!(q.snapshot().queue_bytes, 100);
+        assert!(!q.push(batch(3, 1)));
+        assert!(!q.push(batch(4, 50)));
+        let s = q.snapshot();
+        assert_eq!(s.queue_bytes, 100, "drops do not count as queued");
+        assert_eq!(s.dropped_items[reason::QUEUE_FULL], 7);
+        assert_eq!(s.dropped_batches[reason::QUEUE_FULL], 2);
+    }
+
+    #[tokio::test]
+    async fn popping_frees_bytes_and_marks_in_flight() {
+        let q = SinkQueue::new("t".into(), 100);
+        q.push(batch(1, 70));
+        q.push(batch(1, 30));
+        let first = q.pop().await.unwrap();
+        assert_eq!(first.bytes, 70);
+        assert_eq!(q.snapshot().queue_bytes, 30);
+        assert!(q.push(batch(5, 70)), "room again once popped");
+        q.sent(&first, 0);
+        let s = q.snapshot();
+        assert_eq!((s.batches_sent, s.items_sent, s.bytes_sent), (1, 1, 70));
+    }
+
+    #[test]
+    fn an_oversized_batch_enters_only_an_empty_queue() {
+        let q = SinkQueue::new("t".into(), 10);
+        assert!(q.push(batch(1, 500)));
+        assert!(!q.push(batch(1, 500)));
+        assert!(!q.push(batch(1, 1)), "over the limit already");
+        assert_eq!(q.snapshot().dropped_batches[reason::QUEUE_FULL], 2);
+    }
+
+    #[tokio::test]
+    async fn partial_success_splits_items() {
+        let q = SinkQueue::new("t".into(), 100);
+        q.push(batch(10, 10));
+        let b = q.pop().await.unwrap();
+        q.sent(&b, 3);
+        let s = q.snapshot();
+        assert_eq!((s.items_sent, s.rejected_items), (7, 3));
+    }
+
+    #[tokio::test]
+    async fn close_lets_the_worker_drain_then_stops_it() {
+        let q = SinkQueue::new("t".into(), 100);
+        q.push(batch(1, 10));
+        q.close();
+        assert!(!q.push(batch(2, 10)));
+        assert_eq!(q.snapshot().dropped_items[reason::SHUTDOWN], 2);
+        assert!(q.pop().await.is_some());
+        assert!(q.pop().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn pop_waits_for_a_push() {
+        let q = Arc::new(SinkQueue::new("t".into(), 100));
+        let worker = tokio::spawn({
+            let q = Arc::clone(&q);
+            async move { q.pop().await.map(|b| b.items) }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!worker.is_finished());
+        q.push(batch(4, 1));
+        assert_eq!(worker.await.unwrap(), Some(4));
+    }
+
+    #[tokio::test]
+    async fn abandon_counts_queued_and_in_flight() {
+        let q = SinkQueue::new("t".into(), 100);
+        q.push(batch(1, 10));
+        q.push(batch(2, 10));
+        q.push(batch(4, 10));
+        let _in_flight = q.pop().await.unwrap();
+        assert_eq!(q.abandon(), 7);
+        let s = q.snapshot();
+        assert_eq!(s.dropped_items[reason::SHUTDOWN], 7);
+        assert_eq!(s.dropped_batches[reason::SHUTDOWN], 3);
+        assert_eq!(s.queue_bytes, 0);
+    }
+
+    #[test]
+    fn drops_and_retries_keep_the_last_error() {
+        let q = SinkQueue::new("t".into(), 100);
+        let b = batch(2, 10);
+        q.retrying("503".into());
+        q.retrying("503 again".into());
+        q.dropped(&b, reason::RETRIES_EXHAUSTED, "gave up".into());
+        let s = q.snapshot();
+        assert_eq!(s.retries, 2);
+        assert_eq!(s.dropped_items[reason::RETRIES_EXHAUSTED], 2);
+        assert_eq!(s.last_error.as_deref(), Some("gave up"));
+    }
+}
