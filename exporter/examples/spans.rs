@@ -26,6 +26,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let exporter = SpanExporter::builder().build()?;
     eprintln!("otlp_traces: {}", exporter.registration());
+    // Opt-in, for scripts that start a reader after this example registered its
+    // tracepoint (scripts/make-fixture.sh): wait up to UE_WAIT_FOR_LISTENER_SECS seconds
+    // for a listener, then 1 s more, because the enable bit turns on when perf opens the
+    // event, before perf enables it, and events written in between are lost.
+    if let Some(secs) = std::env::var("UE_WAIT_FOR_LISTENER_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while !exporter.listening() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
     let stats = exporter.stats();
     let provider = SdkTracerProvider::builder()
         .with_resource(

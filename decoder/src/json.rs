@@ -1,0 +1,85 @@
+//! The decoder's one text format: OTLP/JSON, one request per line.
+//!
+//! Every output that prints requests (`ue-decoder decode`, the stdout and file sinks)
+//! goes through [`otlp_json_line`], so they all agree byte for byte.
+
+use crate::signal::Request;
+
+/// Formats one request as a single line of JSON (no trailing newline):
+/// `{"signal":"metrics","request":{...}}` or `{"signal":"traces","request":{...}}`.
+///
+/// `request` is the OTLP/JSON encoding of the `ExportMetricsServiceRequest` or
+/// `ExportTraceServiceRequest`, as `opentelemetry-proto` maps it (the OTLP specification's
+/// JSON mapping: lowerCamelCase field names, trace and span ids as hex, 64-bit integers
+/// as strings, enums as numbers; most fields are written even at their default value,
+/// which receivers accept), so it can be sent as is to an OTLP/HTTP JSON endpoint of the
+/// same signal.
+pub fn otlp_json_line(request: &Request) -> String {
+    // Serializing to a String cannot fail for these types: every map key is a string and
+    // the OTLP serializers never return errors (NaN and infinities become strings).
+    let body = match request {
+        Request::Metrics(r) => serde_json::to_string(r),
+        Request::Traces(r) => serde_json::to_string(r),
+    }
+    .expect("OTLP messages serialize to JSON without error");
+    format!(
+        r#"{{"signal":"{}","request":{body}}}"#,
+        request.signal().as_str()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+    use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
+    use otlp_user_events::proto::common::v1::{AnyValue, KeyValue, any_value};
+    use otlp_user_events::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    #[test]
+    fn empty_requests() {
+        assert_eq!(
+            otlp_json_line(&Request::Metrics(ExportMetricsServiceRequest::default())),
+            r#"{"signal":"metrics","request":{"resourceMetrics":[]}}"#
+        );
+        assert_eq!(
+            otlp_json_line(&Request::Traces(ExportTraceServiceRequest::default())),
+            r#"{"signal":"traces","request":{"resourceSpans":[]}}"#
+        );
+    }
+
+    #[test]
+    fn follows_the_otlp_json_mapping() {
+        let span = Span {
+            trace_id: vec![0xab; 16],
+            span_id: vec![0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08],
+            name: "GET /".into(),
+            start_time_unix_nano: 1_700_000_000_000_000_001,
+            attributes: vec![KeyValue {
+                key: "n".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::IntValue(-5)),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let request = Request::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        });
+        let line = otlp_json_line(&request);
+        assert!(!line.contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let span = &v["request"]["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+        assert_eq!(span["traceId"], "ab".repeat(16));
+        assert_eq!(span["spanId"], "0102030405060708");
+        assert_eq!(span["startTimeUnixNano"], "1700000000000000001");
+        assert_eq!(span["attributes"][0]["value"]["intValue"], "-5");
+    }
+}
