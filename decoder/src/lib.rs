@@ -31,19 +31,40 @@
 //! The pieces are usable alone: [`parse_format`] and [`Tracefs`] read a tracepoint's
 //! format, [`Sample::parse`] parses a `PERF_RECORD_SAMPLE` body.
 
+mod batcher;
+mod decode;
 mod error;
+mod json;
 mod perf;
+mod perfdata;
+mod pipeline;
 mod reader;
 mod register;
 mod ring;
 mod sample;
+mod signal;
+mod sink;
+mod stats;
+mod status;
 mod sys;
 mod tracefs;
 
+pub use batcher::{BatchConfig, Batcher};
+pub use decode::{Malformed, decode_event};
 pub use error::ReaderError;
+pub use json::otlp_json_line;
+pub use perfdata::{
+    PerfDataDecoded, PerfDataError, PerfDataEvent, PerfDataReader, PerfDataStats, TracepointNames,
+    decode_perf_data,
+};
+pub use pipeline::{RunConfig, RunError, run};
 pub use reader::{Event, ReaderConfig, TracepointReader};
 pub use register::Registration;
 pub use sample::{SAMPLE_TYPE, Sample, SampleError};
+pub use signal::{Batch, Request, Signal};
+pub use sink::{GrpcConfig, HttpConfig, RetryConfig, SinkConfig, SinkError, SinkSet, SinkSnapshot};
+pub use stats::{Snapshot, Stats};
+pub use status::{Check, host_status};
 pub use tracefs::{
     Format, FormatError, FormatField, LayoutMismatch, Tracefs, find_mount, parse_format,
 };

@@ -1,3 +1,381 @@
-//! `ue-decoder`: reads OTLP from user_events tracepoints (command line to come).
+//! `ue-decoder`: reads OTLP from user_events tracepoints through perf and forwards it to an
+//! OpenTelemetry collector; decodes `perf record` captures; checks the host.
 
-fn main() {}
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ue_decoder::{
+    BatchConfig, Batcher, GrpcConfig, HttpConfig, PerfDataReader, ReaderConfig, RetryConfig,
+    RunConfig, Signal, SinkConfig, SinkSet, TracepointNames,
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "ue-decoder", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter for the decoder's own logs (tracing's env-filter syntax).
+    #[arg(long, global = true, env = "UE_LOG", default_value = "info")]
+    log: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Read the tracepoints live and forward batched OTLP until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Decode a `perf record` capture: OTLP/JSON lines on stdout, or forward it.
+    Decode(DecodeArgs),
+    /// Show what this host supports for the live path, and how to fix what is missing.
+    Status {
+        /// tracefs mount point (default: found in /proc/mounts).
+        #[arg(long, env = "UE_TRACEFS")]
+        tracefs: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct SinkArgs {
+    /// Collector endpoint, e.g. http://127.0.0.1:4318 (HTTP) or http://127.0.0.1:4317 (gRPC).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    endpoint: Option<String>,
+    /// OTLP transport to the endpoint.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        default_value = "http/protobuf"
+    )]
+    protocol: Protocol,
+    /// Extra request header (HTTP) or metadata (gRPC), KEY=VALUE; repeatable. Also read from
+    /// OTEL_EXPORTER_OTLP_HEADERS (k1=v1,k2=v2).
+    #[arg(long = "header", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// Per-request timeout in milliseconds.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TIMEOUT", default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Request compression.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_COMPRESSION", default_value = "gzip")]
+    compression: Compression,
+    /// Also write OTLP/JSON lines to stdout.
+    #[arg(long)]
+    stdout: bool,
+    /// Also append OTLP/JSON lines to this file.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Most bytes each sink may hold queued; what overflows is dropped and counted.
+    #[arg(long, default_value_t = 64)]
+    queue_mib: usize,
+    /// Give up retrying a batch after this many seconds (0: never retry).
+    #[arg(long, default_value_t = 300)]
+    retry_max_elapsed_secs: u64,
+    /// First retry delay in milliseconds (then exponential, with jitter).
+    #[arg(long, default_value_t = 5_000)]
+    retry_initial_ms: u64,
+    /// Longest delay between retries in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    retry_max_interval_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Protocol {
+    /// OTLP/HTTP with protobuf bodies.
+    #[value(name = "http/protobuf", alias = "http")]
+    Http,
+    /// OTLP/gRPC.
+    Grpc,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Compression {
+    Gzip,
+    None,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    sinks: SinkArgs,
+    /// Signals to read.
+    #[arg(long, value_delimiter = ',', default_value = "metrics,traces")]
+    signals: Vec<SignalArg>,
+    /// Ring buffer per CPU, in KiB (rounded up to a power of two of pages).
+    #[arg(long, default_value_t = 1024)]
+    ring_kib: usize,
+    /// Wake up when a ring holds this many bytes (batching delay bounds the latency).
+    #[arg(long, default_value_t = 1)]
+    wakeup_bytes: usize,
+    /// Send a batch once it holds this many data points or spans.
+    #[arg(long, default_value_t = 8192)]
+    batch_items: u64,
+    /// Send a batch once its requests reach this many bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    batch_bytes: usize,
+    /// Send a batch at the latest this many milliseconds after its first item.
+    #[arg(long, default_value_t = 200)]
+    batch_delay_ms: u64,
+    /// On SIGINT/SIGTERM, wait this long for queued and in-flight sends.
+    #[arg(long, default_value_t = 10)]
+    shutdown_secs: u64,
+    /// Log the counters this often.
+    #[arg(long, default_value_t = 10)]
+    stats_secs: u64,
+    /// Also send the decoder's counters as OTLP metrics through the sinks.
+    #[arg(long)]
+    self_metrics: bool,
+    /// tracefs mount point (default: found in /proc/mounts).
+    #[arg(long, env = "UE_TRACEFS")]
+    tracefs: Option<PathBuf>,
+    /// Tracepoint the metrics are read from.
+    #[arg(long, default_value = "otlp_metrics")]
+    metrics_tracepoint: String,
+    /// Tracepoint the spans are read from.
+    #[arg(long, default_value = "otlp_traces")]
+    traces_tracepoint: String,
+    /// Do not register the tracepoints; attach only to ones applications registered.
+    #[arg(long)]
+    no_register: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SignalArg {
+    Metrics,
+    Traces,
+}
+
+#[derive(Args, Debug)]
+struct DecodeArgs {
+    /// A perf.data file from `perf record -e user_events:otlp_metrics -e user_events:otlp_traces`.
+    file: PathBuf,
+    #[command(flatten)]
+    sinks: SinkArgs,
+    /// Tracepoint the metrics were recorded from.
+    #[arg(long, default_value = "otlp_metrics")]
+    metrics_tracepoint: String,
+    /// Tracepoint the spans were recorded from.
+    #[arg(long, default_value = "otlp_traces")]
+    traces_tracepoint: String,
+    /// With an endpoint: wait this long for the sends to finish.
+    #[arg(long, default_value_t = 30)]
+    shutdown_secs: u64,
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+    Ok((k.trim().to_owned(), v.trim().to_owned()))
+}
+
+impl SinkArgs {
+    /// The sinks these arguments ask for; `default_stdout` when none is given.
+    fn configs(&self, default_stdout: bool) -> Result<Vec<SinkConfig>, String> {
+        let mut headers = self.headers.clone();
+        if let Ok(env) = std::env::var("OTEL_EXPORTER_OTLP_HEADERS") {
+            for kv in env.split(',').filter(|s| !s.trim().is_empty()) {
+                headers.push(parse_header(kv)?);
+            }
+        }
+        let retry = RetryConfig {
+            enabled: self.retry_max_elapsed_secs > 0,
+            initial_interval: Duration::from_millis(self.retry_initial_ms),
+            max_interval: Duration::from_millis(self.retry_max_interval_ms),
+            max_elapsed: Duration::from_secs(self.retry_max_elapsed_secs),
+            ..RetryConfig::default()
+        };
+        let gzip = matches!(self.compression, Compression::Gzip);
+        let timeout = Duration::from_millis(self.timeout_ms);
+        let mut sinks = Vec::new();
+        if let Some(endpoint) = &self.endpoint {
+            sinks.push(match self.protocol {
+                Protocol::Http => SinkConfig::OtlpHttp(HttpConfig {
+                    endpoint: endpoint.clone(),
+                    headers,
+                    timeout,
+                    gzip,
+                    retry,
+                }),
+                Protocol::Grpc => SinkConfig::OtlpGrpc(GrpcConfig {
+                    endpoint: endpoint.clone(),
+                    headers,
+                    timeout,
+                    gzip,
+                    retry,
+                }),
+            });
+        }
+        if self.stdout || (default_stdout && sinks.is_empty() && self.file.is_none()) {
+            sinks.push(SinkConfig::Stdout);
+        }
+        if let Some(path) = &self.file {
+            sinks.push(SinkConfig::File(path.clone()));
+        }
+        Ok(sinks)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Status { tracefs } => return status(tracefs),
+        Command::Run(args) => run(args),
+        Command::Decode(args) => decode(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ue-decoder: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status(tracefs: Option<PathBuf>) -> ExitCode {
+    let checks = ue_decoder::host_status(tracefs.as_deref());
+    for c in &checks {
+        println!("{c}");
+    }
+    if checks.iter().all(|c| c.ok) {
+        println!("this host can run the live path");
+        ExitCode::SUCCESS
+    } else {
+        println!("this host cannot run the live path yet: see the fixes above");
+        ExitCode::FAILURE
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let sinks = args.sinks.configs(false).map_err(anyhow::Error::msg)?;
+    if sinks.is_empty() {
+        anyhow::bail!(
+            "nowhere to send: give --endpoint URL (or OTEL_EXPORTER_OTLP_ENDPOINT), --stdout or --file"
+        );
+    }
+    let mut tracepoints = Vec::new();
+    let mut signals = Vec::new();
+    for s in &args.signals {
+        let (signal, name) = match s {
+            SignalArg::Metrics => (Signal::Metrics, &args.metrics_tracepoint),
+            SignalArg::Traces => (Signal::Traces, &args.traces_tracepoint),
+        };
+        if !signals.contains(&signal) {
+            signals.push(signal);
+            tracepoints.push(name.clone());
+        }
+    }
+    let config = RunConfig {
+        reader: ReaderConfig {
+            tracefs: args.tracefs,
+            tracepoints,
+            ring_kib: args.ring_kib,
+            wakeup_bytes: args.wakeup_bytes,
+            register: !args.no_register,
+        },
+        signals,
+        batch: BatchConfig {
+            max_items: args.batch_items,
+            max_bytes: args.batch_bytes,
+            max_delay: Duration::from_millis(args.batch_delay_ms),
+        },
+        sinks,
+        queue_bytes: args.sinks.queue_mib << 20,
+        shutdown_deadline: Duration::from_secs(args.shutdown_secs),
+        stats_interval: Duration::from_secs(args.stats_secs.max(1)),
+        self_metrics: args.self_metrics,
+    };
+    let snapshot = runtime()?.block_on(ue_decoder::run(config, shutdown_signal(), |reader| {
+        let names: Vec<&str> = reader.tracepoints().map(|(n, _)| n).collect();
+        eprintln!(
+            "ue-decoder: reading {} on {} CPUs; stop with SIGINT or SIGTERM",
+            names.join(", "),
+            reader.cpus().len()
+        );
+    }))?;
+    eprint!("ue-decoder: final counters\n{snapshot}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
+    let names = TracepointNames {
+        metrics: args.metrics_tracepoint,
+        traces: args.traces_tracepoint,
+    };
+    let sinks = args.sinks.configs(true).map_err(anyhow::Error::msg)?;
+    let mut reader = PerfDataReader::open(&args.file, &names)?;
+    if sinks == [SinkConfig::Stdout] {
+        // One line per recorded event, in file order: what the capture holds, unbatched.
+        let mut out = std::io::stdout().lock();
+        while let Some(event) = reader.next_event()? {
+            writeln!(out, "{}", ue_decoder::otlp_json_line(&event.request))?;
+        }
+    } else {
+        let queue_bytes = args.sinks.queue_mib << 20;
+        runtime()?.block_on(async {
+            let sinks = SinkSet::start(sinks, queue_bytes, &tokio::runtime::Handle::current())?;
+            let mut batcher = Batcher::new(BatchConfig::default());
+            let now = std::time::Instant::now();
+            while let Some(event) = reader.next_event()? {
+                for batch in batcher.push(event.request, now) {
+                    sinks.submit(std::sync::Arc::new(batch));
+                }
+            }
+            for batch in batcher.flush() {
+                sinks.submit(std::sync::Arc::new(batch));
+            }
+            for s in sinks
+                .shutdown(Duration::from_secs(args.shutdown_secs))
+                .await
+            {
+                eprintln!(
+                    "ue-decoder: sink {}: sent {} items in {} batches, dropped {:?}{}",
+                    s.name,
+                    s.items_sent,
+                    s.batches_sent,
+                    s.dropped_items,
+                    s.last_error
+                        .map(|e| format!(", last error: {e}"))
+                        .unwrap_or_default()
+                );
+            }
+            anyhow::Ok(())
+        })?;
+    }
+    let stats = reader.stats();
+    eprintln!(
+        "ue-decoder: {}: events {:?}, items {:?}, malformed {:?}, lost {}",
+        args.file.display(),
+        stats.events,
+        stats.items,
+        stats.malformed,
+        stats.lost_total()
+    );
+    if stats.lost_total() > 0 {
+        eprintln!(
+            "ue-decoder: warning: perf lost {} records while recording this capture",
+            stats.lost_total()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

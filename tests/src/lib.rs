@@ -5,6 +5,7 @@
 #[cfg(feature = "kernel")]
 pub mod kernel;
 pub mod otlp;
+pub mod receiver;
 pub mod sdk;
 pub mod tee;
 

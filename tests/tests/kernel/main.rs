@@ -4,4 +4,5 @@
 #![cfg(feature = "kernel")]
 
 mod exporter;
+mod pipeline;
 mod reader;

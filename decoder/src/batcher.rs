@@ -1,0 +1,551 @@
+//! Merges decoded requests into batches per signal, like the Collector's batch processor:
+//! requests with the same resource and scope (and metrics with the same identity) are merged,
+//! and a batch is sent when it reaches a size or when its oldest item has waited long enough.
+//!
+//! Pure: time comes in as an argument.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::mem;
+use std::time::{Duration, Instant};
+
+use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
+use otlp_user_events::proto::metrics::v1::metric::Data;
+use otlp_user_events::proto::metrics::v1::{
+    ExponentialHistogram, Gauge, Histogram, Metric, Sum, Summary,
+};
+use prost::Message;
+
+use crate::signal::{Batch, Request, Signal, metrics_items, traces_items};
+
+/// When a batch is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Send once this many data points or spans are pending (the Collector's
+    /// `send_batch_size`, 8,192).
+    pub max_items: u64,
+    /// Send once the pending requests' encoded size reaches this many bytes (default 4 MiB,
+    /// the usual gRPC message limit, checked before adding a request).
+    pub max_bytes: usize,
+    /// Send at the latest this long after the first pending item arrived (the Collector's
+    /// `timeout`, 200 ms).
+    pub max_delay: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_items: 8192,
+            max_bytes: 4 << 20,
+            max_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Pending batches of both signals.
+#[derive(Debug)]
+pub struct Batcher {
+    config: BatchConfig,
+    metrics: Pending<MetricsMerge>,
+    traces: Pending<TracesMerge>,
+}
+
+impl Batcher {
+    /// An empty batcher.
+    pub fn new(config: BatchConfig) -> Self {
+        Self {
+            config,
+            metrics: Pending::default(),
+            traces: Pending::default(),
+        }
+    }
+
+    /// Adds a request; returns the batches that became due (at most two: the one the request
+    /// did not fit in, and the one it filled).
+    pub fn push(&mut self, request: Request, now: Instant) -> Vec<Batch> {
+        let c = self.config;
+        match request {
+            Request::Metrics(r) => self.metrics.push(r, now, &c),
+            Request::Traces(r) => self.traces.push(r, now, &c),
+        }
+    }
+
+    /// Batches whose delay ran out by `now`.
+    pub fn poll(&mut self, now: Instant) -> Vec<Batch> {
+        let delay = self.config.max_delay;
+        let mut out = Vec::new();
+        out.extend(self.metrics.due(now, delay));
+        out.extend(self.traces.due(now, delay));
+        out
+    }
+
+    /// When the next batch falls due, if any is pending.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let d = self.config.max_delay;
+        [self.metrics.since, self.traces.since]
+            .into_iter()
+            .flatten()
+            .map(|t| t + d)
+            .min()
+    }
+
+    /// Everything pending, now.
+    pub fn flush(&mut self) -> Vec<Batch> {
+        [self.metrics.take(), self.traces.take()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Items waiting per signal.
+    pub fn pending_items(&self, signal: Signal) -> u64 {
+        match signal {
+            Signal::Metrics => self.metrics.items,
+            Signal::Traces => self.traces.items,
+        }
+    }
+}
+
+/// How one signal's requests merge.
+trait Merge: Default {
+    type Req: Message + Default;
+    fn add(&mut self, req: Self::Req);
+    fn take(&mut self) -> Request;
+    fn items(req: &Self::Req) -> u64;
+}
+
+#[derive(Debug, Default)]
+struct Pending<M> {
+    merged: M,
+    items: u64,
+    bytes: usize,
+    since: Option<Instant>,
+}
+
+impl<M: Merge> Pending<M> {
+    fn push(&mut self, req: M::Req, now: Instant, c: &BatchConfig) -> Vec<Batch> {
+        let items = M::items(&req);
+        let bytes = req.encoded_len();
+        let mut out = Vec::new();
+        if self.items > 0 && (self.items + items > c.max_items || self.bytes + bytes > c.max_bytes)
+        {
+            out.extend(self.take());
+        }
+        self.merged.add(req);
+        self.items += items;
+        self.bytes += bytes;
+        self.since.get_or_insert(now);
+        if self.items >= c.max_items || self.bytes >= c.max_bytes {
+            out.extend(self.take());
+        }
+        out
+    }
+
+    fn due(&mut self, now: Instant, delay: Duration) -> Option<Batch> {
+        match self.since {
+            Some(t) if now >= t + delay => self.take(),
+            _ => None,
+        }
+    }
+
+    fn take(&mut self) -> Option<Batch> {
+        if self.items == 0 {
+            return None;
+        }
+        self.items = 0;
+        self.bytes = 0;
+        self.since = None;
+        Some(Batch::new(self.merged.take()))
+    }
+}
+
+/// Keys messages by their encoding: OTLP messages implement neither Hash nor Eq.
+fn key<M: Message>(m: &M) -> Vec<u8> {
+    m.encode_to_vec()
+}
+
+#[derive(Debug, Default)]
+struct MetricsMerge {
+    out: ExportMetricsServiceRequest,
+    /// (resource, schema) -> index in `out.resource_metrics`
+    resources: HashMap<Vec<u8>, usize>,
+    /// (resource index, scope, schema) -> index in its scope_metrics
+    scopes: HashMap<(usize, Vec<u8>), usize>,
+    /// (resource index, scope index, metric identity) -> index in its metrics
+    metrics: HashMap<(usize, usize, Vec<u8>), usize>,
+}
+
+impl Merge for MetricsMerge {
+    type Req = ExportMetricsServiceRequest;
+
+    fn add(&mut self, req: ExportMetricsServiceRequest) {
+        for mut rm in req.resource_metrics {
+            let scopes = mem::take(&mut rm.scope_metrics);
+            let ri = *self.resources.entry(key(&rm)).or_insert_with(|| {
+                self.out.resource_metrics.push(rm);
+                self.out.resource_metrics.len() - 1
+            });
+            for mut sm in scopes {
+                let metrics = mem::take(&mut sm.metrics);
+                let scope_list = &mut self.out.resource_metrics[ri].scope_metrics;
+                let si = *self.scopes.entry((ri, key(&sm))).or_insert_with(|| {
+                    scope_list.push(sm);
+                    scope_list.len() - 1
+                });
+                for metric in metrics {
+                    let list = &mut self.out.resource_metrics[ri].scope_metrics[si].metrics;
+                    match self.metrics.entry((ri, si, metric_identity(&metric))) {
+                        Entry::Occupied(e) => move_points(&mut list[*e.get()], metric),
+                        Entry::Vacant(e) => {
+                            e.insert(list.len());
+                            list.push(metric);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn take(&mut self) -> Request {
+        let out = mem::take(&mut self.out);
+        *self = Self::default();
+        Request::Metrics(out)
+    }
+
+    fn items(req: &ExportMetricsServiceRequest) -> u64 {
+        metrics_items(req)
+    }
+}
+
+/// A metric without its points: name, description, unit, metadata, kind, temporality and
+/// monotonicity, encoded. Metrics with the same identity share one list of points.
+fn metric_identity(m: &Metric) -> Vec<u8> {
+    let data = m.data.as_ref().map(|d| match d {
+        Data::Sum(s) => Data::Sum(Sum {
+            data_points: vec![],
+            aggregation_temporality: s.aggregation_temporality,
+            is_monotonic: s.is_monotonic,
+        }),
+        Data::Gauge(_) => Data::Gauge(Gauge::default()),
+        Data::Histogram(h) => Data::Histogram(Histogram {
+            data_points: vec![],
+            aggregation_temporality: h.aggregation_temporality,
+        }),
+        Data::ExponentialHistogram(h) => Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: vec![],
+            aggregation_temporality: h.aggregation_temporality,
+        }),
+        Data::Summary(_) => Data::Summary(Summary::default()),
+    });
+    Metric {
+        name: m.name.clone(),
+        description: m.description.clone(),
+        unit: m.unit.clone(),
+        metadata: m.metadata.clone(),
+        data,
+    }
+    .encode_to_vec()
+}
+
+/// Moves `from`'s points to the end of `into`'s; both have the same identity, so the same
+/// kind.
+fn move_points(into: &mut Metric, from: Metric) {
+    match (into.data.as_mut(), from.data) {
+        (Some(Data::Sum(a)), Some(Data::Sum(b))) => a.data_points.extend(b.data_points),
+        (Some(Data::Gauge(a)), Some(Data::Gauge(b))) => a.data_points.extend(b.data_points),
+        (Some(Data::Histogram(a)), Some(Data::Histogram(b))) => a.data_points.extend(b.data_points),
+        (Some(Data::ExponentialHistogram(a)), Some(Data::ExponentialHistogram(b))) => {
+            a.data_points.extend(b.data_points)
+        }
+        (Some(Data::Summary(a)), Some(Data::Summary(b))) => a.data_points.extend(b.data_points),
+        (_, None) => {}
+        _ => unreachable!("same identity implies the same kind"),
+    }
+}
+
+#[derive(Debug, Default)]
+struct TracesMerge {
+    out: ExportTraceServiceRequest,
+    resources: HashMap<Vec<u8>, usize>,
+    scopes: HashMap<(usize, Vec<u8>), usize>,
+}
+
+impl Merge for TracesMerge {
+    type Req = ExportTraceServiceRequest;
+
+    fn add(&mut self, req: ExportTraceServiceRequest) {
+        for mut rs in req.resource_spans {
+            let scopes = mem::take(&mut rs.scope_spans);
+            let ri = *self.resources.entry(key(&rs)).or_insert_with(|| {
+                self.out.resource_spans.push(rs);
+                self.out.resource_spans.len() - 1
+            });
+            for mut ss in scopes {
+                let spans = mem::take(&mut ss.spans);
+                let list = &mut self.out.resource_spans[ri].scope_spans;
+                let si = *self.scopes.entry((ri, key(&ss))).or_insert_with(|| {
+                    list.push(ss);
+                    list.len() - 1
+                });
+                list[si].spans.extend(spans);
+            }
+        }
+    }
+
+    fn take(&mut self) -> Request {
+        let out = mem::take(&mut self.out);
+        *self = Self::default();
+        Request::Traces(out)
+    }
+
+    fn items(req: &ExportTraceServiceRequest) -> u64 {
+        traces_items(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use otlp_user_events::proto::common::v1::{
+        AnyValue, InstrumentationScope, KeyValue, any_value,
+    };
+    use otlp_user_events::proto::metrics::v1::{
+        NumberDataPoint, ResourceMetrics, ScopeMetrics, number_data_point,
+    };
+    use otlp_user_events::proto::resource::v1::Resource;
+    use otlp_user_events::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    fn resource(service: &str) -> Option<Resource> {
+        Some(Resource {
+            attributes: vec![KeyValue {
+                key: "service.name".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(service.into())),
+                }),
+                key_strindex: 0,
+            }],
+            ..Default::default()
+        })
+    }
+
+    fn scope(name: &str) -> Option<InstrumentationScope> {
+        Some(InstrumentationScope {
+            name: name.into(),
+            ..Default::default()
+        })
+    }
+
+    /// A metrics request with `points` points (values `first..`) of one sum metric.
+    fn sum(service: &str, scope_name: &str, metric: &str, first: i64, points: i64) -> Request {
+        Request::Metrics(ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: resource(service),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: scope(scope_name),
+                    metrics: vec![Metric {
+                        name: metric.into(),
+                        data: Some(Data::Sum(Sum {
+                            data_points: (first..first + points)
+                                .map(|v| NumberDataPoint {
+                                    value: Some(number_data_point::Value::AsInt(v)),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            aggregation_temporality: 1,
+                            is_monotonic: true,
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    fn spans(service: &str, scope_name: &str, names: &[&str]) -> Request {
+        Request::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: resource(service),
+                scope_spans: vec![ScopeSpans {
+                    scope: scope(scope_name),
+                    spans: names
+                        .iter()
+                        .map(|n| Span {
+                            name: (*n).into(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    fn values(batch: &Batch) -> Vec<(String, String, String, Vec<i64>)> {
+        let Request::Metrics(r) = &batch.request else {
+            panic!("metrics batch")
+        };
+        let mut out = Vec::new();
+        for rm in &r.resource_metrics {
+            let svc = rm.resource.as_ref().unwrap().attributes[0]
+                .value
+                .clone()
+                .unwrap();
+            let Some(any_value::Value::StringValue(svc)) = svc.value else {
+                unreachable!()
+            };
+            for sm in &rm.scope_metrics {
+                for m in &sm.metrics {
+                    let Some(Data::Sum(s)) = &m.data else {
+                        unreachable!()
+                    };
+                    let v = s
+                        .data_points
+                        .iter()
+                        .map(|p| match p.value {
+                            Some(number_data_point::Value::AsInt(v)) => v,
+                            _ => unreachable!(),
+                        })
+                        .collect();
+                    out.push((
+                        svc.clone(),
+                        sm.scope.as_ref().unwrap().name.clone(),
+                        m.name.clone(),
+                        v,
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    fn long_delay() -> BatchConfig {
+        BatchConfig {
+            max_delay: Duration::from_secs(3600),
+            ..BatchConfig::default()
+        }
+    }
+
+    #[test]
+    fn same_resource_scope_and_metric_merge_into_one_list_of_points() {
+        let mut b = Batcher::new(long_delay());
+        let t = Instant::now();
+        for (svc, sc, m, first) in [
+            ("a", "s", "m", 0),
+            ("a", "s", "m", 3),
+            ("a", "s2", "m", 10),
+            ("b", "s", "m", 20),
+            ("a", "s", "other", 30),
+            ("a", "s", "m", 6),
+        ] {
+            assert!(b.push(sum(svc, sc, m, first, 3), t).is_empty());
+        }
+        let batches = b.flush();
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].items, 18);
+        assert_eq!(
+            values(&batches[0]),
+            vec![
+                (
+                    "a".into(),
+                    "s".into(),
+                    "m".into(),
+                    vec![0, 1, 2, 3, 4, 5, 6, 7, 8]
+                ),
+                ("a".into(), "s".into(), "other".into(), vec![30, 31, 32]),
+                ("a".into(), "s2".into(), "m".into(), vec![10, 11, 12]),
+                ("b".into(), "s".into(), "m".into(), vec![20, 21, 22]),
+            ]
+        );
+        assert!(b.flush().is_empty(), "flush empties the batcher");
+    }
+
+    #[test]
+    fn spans_merge_by_resource_and_scope_keeping_order() {
+        let mut b = Batcher::new(long_delay());
+        let t = Instant::now();
+        b.push(spans("a", "http", &["1", "2"]), t);
+        b.push(spans("a", "db", &["3"]), t);
+        b.push(spans("a", "http", &["4"]), t);
+        let batch = b.flush().pop().unwrap();
+        let Request::Traces(r) = &batch.request else {
+            panic!()
+        };
+        assert_eq!(r.resource_spans.len(), 1);
+        let names: Vec<Vec<&str>> = r.resource_spans[0]
+            .scope_spans
+            .iter()
+            .map(|ss| ss.spans.iter().map(|s| s.name.as_str()).collect())
+            .collect();
+        assert_eq!(names, vec![vec!["1", "2", "4"], vec!["3"]]);
+        assert_eq!(batch.items, 4);
+        assert_eq!(batch.bytes, batch.request.encoded_len());
+    }
+
+    #[test]
+    fn a_batch_is_sent_at_max_items_without_exceeding_it() {
+        let mut b = Batcher::new(BatchConfig {
+            max_items: 10,
+            ..long_delay()
+        });
+        let t = Instant::now();
+        let mut sent = Vec::new();
+        for i in 0..7 {
+            sent.extend(b.push(sum("a", "s", "m", i * 3, 3), t));
+        }
+        sent.extend(b.flush());
+        assert!(sent.iter().all(|b| b.items <= 10));
+        let all: Vec<i64> = sent
+            .iter()
+            .flat_map(|b| values(b).into_iter().flat_map(|v| v.3))
+            .collect();
+        assert_eq!(
+            all,
+            (0..21).collect::<Vec<_>>(),
+            "nothing lost, duplicated or reordered"
+        );
+        assert_eq!(sent.len(), 3);
+    }
+
+    #[test]
+    fn a_batch_is_sent_at_max_bytes() {
+        let one = sum("a", "s", "m", 0, 50).encoded_len();
+        let mut b = Batcher::new(BatchConfig {
+            max_bytes: one * 2 + 1,
+            ..long_delay()
+        });
+        let t = Instant::now();
+        assert!(b.push(sum("a", "s", "m", 0, 50), t).is_empty());
+        assert!(b.push(sum("a", "s", "m", 50, 50), t).is_empty());
+        let sent = b.push(sum("a", "s", "m", 100, 50), t);
+        assert_eq!(sent.len(), 1, "the third request does not fit");
+        assert_eq!(sent[0].items, 100);
+        assert_eq!(b.pending_items(Signal::Metrics), 50);
+    }
+
+    #[test]
+    fn a_batch_is_sent_when_its_first_item_waited_max_delay() {
+        let mut b = Batcher::new(BatchConfig {
+            max_delay: Duration::from_millis(200),
+            ..BatchConfig::default()
+        });
+        let t0 = Instant::now();
+        assert_eq!(b.next_deadline(), None);
+        b.push(sum("a", "s", "m", 0, 1), t0);
+        b.push(spans("a", "s", &["x"]), t0 + Duration::from_millis(50));
+        b.push(sum("a", "s", "m", 1, 1), t0 + Duration::from_millis(100));
+        assert_eq!(b.next_deadline(), Some(t0 + Duration::from_millis(200)));
+        assert!(b.poll(t0 + Duration::from_millis(199)).is_empty());
+        let due = b.poll(t0 + Duration::from_millis(200));
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].signal(), due[0].items), (Signal::Metrics, 2));
+        assert_eq!(b.next_deadline(), Some(t0 + Duration::from_millis(250)));
+        assert_eq!(
+            b.poll(t0 + Duration::from_millis(250))[0].signal(),
+            Signal::Traces
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! The two OTLP signals the decoder carries and the batches it hands to sinks.
+
+use std::fmt;
+
+use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+
+/// An OTLP signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Signal {
+    /// Metrics, from the `otlp_metrics` tracepoint.
+    Metrics,
+    /// Spans, from the `otlp_traces` tracepoint.
+    Traces,
+}
+
+impl Signal {
+    /// Both signals.
+    pub const ALL: [Signal; 2] = [Signal::Metrics, Signal::Traces];
+
+    /// Lower-case name, as in `--signals metrics,traces`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Metrics => "metrics",
+            Self::Traces => "traces",
+        }
+    }
+
+    /// The OTLP/HTTP path for this signal.
+    pub fn http_path(self) -> &'static str {
+        match self {
+            Self::Metrics => "/v1/metrics",
+            Self::Traces => "/v1/traces",
+        }
+    }
+
+    /// The default tracepoint this signal is read from.
+    pub fn default_tracepoint(self) -> &'static str {
+        match self {
+            Self::Metrics => otlp_user_events::layout::METRICS_TRACEPOINT,
+            Self::Traces => otlp_user_events::layout::TRACES_TRACEPOINT,
+        }
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One OTLP export request of either signal.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    /// A metrics request.
+    Metrics(ExportMetricsServiceRequest),
+    /// A traces request.
+    Traces(ExportTraceServiceRequest),
+}
+
+impl Request {
+    /// The request's signal.
+    pub fn signal(&self) -> Signal {
+        match self {
+            Self::Metrics(_) => Signal::Metrics,
+            Self::Traces(_) => Signal::Traces,
+        }
+    }
+
+    /// Decodes `bytes` as the request type of `signal`.
+    pub fn decode(signal: Signal, bytes: &[u8]) -> Result<Self, prost::DecodeError> {
+        Ok(match signal {
+            Signal::Metrics => Self::Metrics(ExportMetricsServiceRequest::decode(bytes)?),
+            Signal::Traces => Self::Traces(ExportTraceServiceRequest::decode(bytes)?),
+        })
+    }
+
+    /// The protobuf encoding.
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        match self {
+            Self::Metrics(r) => r.encode_to_vec(),
+            Self::Traces(r) => r.encode_to_vec(),
+        }
+    }
+
+    /// The protobuf encoding's length.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Self::Metrics(r) => r.encoded_len(),
+            Self::Traces(r) => r.encoded_len(),
+        }
+    }
+
+    /// Data points (metrics) or spans (traces) in the request.
+    pub fn items(&self) -> u64 {
+        match self {
+            Self::Metrics(r) => metrics_items(r),
+            Self::Traces(r) => traces_items(r),
+        }
+    }
+}
+
+/// Data points in a metrics request.
+pub(crate) fn metrics_items(r: &ExportMetricsServiceRequest) -> u64 {
+    r.resource_metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .map(|m| metric_points(m) as u64)
+        .sum()
+}
+
+/// Spans in a traces request.
+pub(crate) fn traces_items(r: &ExportTraceServiceRequest) -> u64 {
+    r.resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len() as u64)
+        .sum()
+}
+
+/// Number of data points in a metric.
+pub(crate) fn metric_points(m: &otlp_user_events::proto::metrics::v1::Metric) -> usize {
+    use otlp_user_events::proto::metrics::v1::metric::Data;
+    match &m.data {
+        Some(Data::Sum(d)) => d.data_points.len(),
+        Some(Data::Gauge(d)) => d.data_points.len(),
+        Some(Data::Histogram(d)) => d.data_points.len(),
+        Some(Data::ExponentialHistogram(d)) => d.data_points.len(),
+        Some(Data::Summary(d)) => d.data_points.len(),
+        None => 0,
+    }
+}
+
+/// A batch ready for the sinks: one merged request, its item count and encoded size.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// The merged request.
+    pub request: Request,
+    /// Data points or spans in it.
+    pub items: u64,
+    /// Its protobuf encoding's length, what queues are bounded by.
+    pub bytes: usize,
+}
+
+impl Batch {
+    /// Wraps a request, counting its items and size.
+    pub fn new(request: Request) -> Self {
+        let items = request.items();
+        let bytes = request.encoded_len();
+        Self {
+            request,
+            items,
+            bytes,
+        }
+    }
+
+    /// The batch's signal.
+    pub fn signal(&self) -> Signal {
+        self.request.signal()
+    }
+}

@@ -1,0 +1,317 @@
+//! The decoder's own counters: what it read, decoded, skipped and batched, and what the
+//! kernel dropped. Sinks keep theirs ([`SinkSnapshot`]); a [`Snapshot`] shows both.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use otlp_user_events::proto::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use otlp_user_events::proto::metrics::v1::{
+    AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    metric::Data, number_data_point,
+};
+use otlp_user_events::proto::resource::v1::Resource;
+
+use crate::signal::Signal;
+use crate::sink::SinkSnapshot;
+
+/// Counters shared by the reader thread and the batching task.
+#[derive(Debug, Default)]
+pub struct Stats {
+    events: [AtomicU64; 2],
+    bytes: [AtomicU64; 2],
+    items: [AtomicU64; 2],
+    batches: [AtomicU64; 2],
+    batched_items: [AtomicU64; 2],
+    // Rare and keyed by label or CPU: maps behind a mutex.
+    malformed: Mutex<BTreeMap<&'static str, u64>>,
+    reader: Mutex<ReaderCounts>,
+}
+
+/// The reader's running totals: kernel-dropped records per CPU, corrupt records by reason.
+type ReaderCounts = (BTreeMap<u32, u64>, BTreeMap<&'static str, u64>);
+
+fn idx(s: Signal) -> usize {
+    match s {
+        Signal::Metrics => 0,
+        Signal::Traces => 1,
+    }
+}
+
+impl Stats {
+    /// An event of `bytes` OTLP bytes was read and decoded into `items` items.
+    pub fn decoded(&self, signal: Signal, bytes: usize, items: u64) {
+        let i = idx(signal);
+        self.events[i].fetch_add(1, Ordering::Relaxed);
+        self.bytes[i].fetch_add(bytes as u64, Ordering::Relaxed);
+        self.items[i].fetch_add(items, Ordering::Relaxed);
+    }
+
+    /// An event was skipped for `reason`.
+    pub fn malformed(&self, reason: &'static str) {
+        *self
+            .malformed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// The reader's running totals: records the kernel dropped per CPU, and corrupt ring
+    /// records by reason.
+    pub fn set_reader_counts(
+        &self,
+        lost: impl IntoIterator<Item = (u32, u64)>,
+        corrupt: &BTreeMap<&'static str, u64>,
+    ) {
+        let mut r = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        r.0 = lost.into_iter().collect();
+        r.1.clone_from(corrupt);
+    }
+
+    /// A batch of `items` items went to the sinks.
+    pub fn batched(&self, signal: Signal, items: u64) {
+        let i = idx(signal);
+        self.batches[i].fetch_add(1, Ordering::Relaxed);
+        self.batched_items[i].fetch_add(items, Ordering::Relaxed);
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self, sinks: Vec<SinkSnapshot>) -> Snapshot {
+        let per = |a: &[AtomicU64; 2]| {
+            Signal::ALL
+                .map(|s| (s, a[idx(s)].load(Ordering::Relaxed)))
+                .into_iter()
+                .collect()
+        };
+        Snapshot {
+            events: per(&self.events),
+            bytes: per(&self.bytes),
+            items: per(&self.items),
+            batches: per(&self.batches),
+            batched_items: per(&self.batched_items),
+            malformed: self
+                .malformed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            kernel_lost: self
+                .reader
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .0
+                .clone(),
+            corrupt_records: self
+                .reader
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .1
+                .clone(),
+            sinks,
+        }
+    }
+}
+
+/// A point-in-time copy of the decoder's and its sinks' counters.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// Events decoded, per signal.
+    pub events: BTreeMap<Signal, u64>,
+    /// OTLP bytes in those events.
+    pub bytes: BTreeMap<Signal, u64>,
+    /// Data points and spans in those events.
+    pub items: BTreeMap<Signal, u64>,
+    /// Batches handed to the sinks.
+    pub batches: BTreeMap<Signal, u64>,
+    /// Items in those batches.
+    pub batched_items: BTreeMap<Signal, u64>,
+    /// Events skipped, by reason.
+    pub malformed: BTreeMap<&'static str, u64>,
+    /// Records the kernel dropped because a ring was full, per CPU.
+    pub kernel_lost: BTreeMap<u32, u64>,
+    /// Ring records the reader could not parse, by reason (the ring is resynchronised).
+    pub corrupt_records: BTreeMap<&'static str, u64>,
+    /// Each sink's counters.
+    pub sinks: Vec<SinkSnapshot>,
+}
+
+impl Snapshot {
+    /// Records the kernel dropped, all CPUs.
+    pub fn kernel_lost_total(&self) -> u64 {
+        self.kernel_lost.values().sum()
+    }
+
+    /// The counters as OTLP cumulative sums about the decoder itself.
+    pub fn to_otlp(&self, start: SystemTime, now: SystemTime) -> ExportMetricsServiceRequest {
+        let nanos = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        };
+        let (start, now) = (nanos(start), nanos(now));
+        let attr = |k: &str, v: String| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v)),
+            }),
+            key_strindex: 0,
+        };
+        let point = |attributes: Vec<KeyValue>, v: u64| NumberDataPoint {
+            attributes,
+            start_time_unix_nano: start,
+            time_unix_nano: now,
+            value: Some(number_data_point::Value::AsInt(v as i64)),
+            ..Default::default()
+        };
+        let sum =
+            |name: &str, unit: &str, description: &str, points: Vec<NumberDataPoint>| Metric {
+                name: name.into(),
+                description: description.into(),
+                unit: unit.into(),
+                metadata: vec![],
+                data: Some(Data::Sum(Sum {
+                    data_points: points,
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                    is_monotonic: true,
+                })),
+            };
+        let by_signal = |m: &BTreeMap<Signal, u64>| {
+            m.iter()
+                .map(|(s, v)| point(vec![attr("signal", s.to_string())], *v))
+                .collect()
+        };
+        let mut metrics = vec![
+            sum(
+                "ue_decoder.events",
+                "{event}",
+                "Events read and decoded",
+                by_signal(&self.events),
+            ),
+            sum(
+                "ue_decoder.items",
+                "{item}",
+                "Data points and spans decoded",
+                by_signal(&self.items),
+            ),
+            sum(
+                "ue_decoder.bytes",
+                "By",
+                "OTLP bytes read",
+                by_signal(&self.bytes),
+            ),
+            sum(
+                "ue_decoder.malformed",
+                "{event}",
+                "Events skipped as malformed",
+                self.malformed
+                    .iter()
+                    .map(|(r, v)| point(vec![attr("reason", (*r).into())], *v))
+                    .collect(),
+            ),
+            sum(
+                "ue_decoder.kernel_lost",
+                "{record}",
+                "Records the kernel dropped because a perf ring was full",
+                self.kernel_lost
+                    .iter()
+                    .map(|(c, v)| point(vec![attr("cpu", c.to_string())], *v))
+                    .collect(),
+            ),
+        ];
+        let mut sent = Vec::new();
+        let mut dropped = Vec::new();
+        for s in &self.sinks {
+            sent.push(point(vec![attr("sink", s.name.clone())], s.items_sent));
+            for (reason, n) in &s.dropped_items {
+                dropped.push(point(
+                    vec![
+                        attr("sink", s.name.clone()),
+                        attr("reason", (*reason).into()),
+                    ],
+                    *n,
+                ));
+            }
+        }
+        metrics.push(sum(
+            "ue_decoder.sink.items_sent",
+            "{item}",
+            "Items the sinks delivered",
+            sent,
+        ));
+        metrics.push(sum(
+            "ue_decoder.sink.items_dropped",
+            "{item}",
+            "Items the sinks dropped",
+            dropped,
+        ));
+        metrics.retain(|m| matches!(&m.data, Some(Data::Sum(s)) if !s.data_points.is_empty()));
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![attr("service.name", "ue-decoder".into())],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "ue-decoder".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..Default::default()
+                    }),
+                    metrics,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for s in Signal::ALL {
+            let g = |m: &BTreeMap<Signal, u64>| m.get(&s).copied().unwrap_or(0);
+            writeln!(
+                f,
+                "{s:<8} events {} ({} bytes), items {}, batches {} ({} items)",
+                g(&self.events),
+                g(&self.bytes),
+                g(&self.items),
+                g(&self.batches),
+                g(&self.batched_items)
+            )?;
+        }
+        writeln!(
+            f,
+            "malformed events {:?}, corrupt ring records {:?}",
+            self.malformed, self.corrupt_records
+        )?;
+        writeln!(
+            f,
+            "kernel lost {} {:?}",
+            self.kernel_lost_total(),
+            self.kernel_lost
+        )?;
+        for s in &self.sinks {
+            writeln!(
+                f,
+                "sink {}: sent {} batches, {} items, {} bytes; retries {}; rejected {}; dropped {:?}; queued {} bytes{}",
+                s.name,
+                s.batches_sent,
+                s.items_sent,
+                s.bytes_sent,
+                s.retries,
+                s.rejected_items,
+                s.dropped_items,
+                s.queue_bytes,
+                s.last_error
+                    .as_ref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            )?;
+        }
+        Ok(())
+    }
+}

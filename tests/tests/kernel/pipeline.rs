@@ -1,0 +1,386 @@
+//! The whole pipeline through the real kernel: exporters write, `ue-decoder` reads the perf
+//! rings, batches and forwards to a real OTLP receiver over HTTP and gRPC; every data point
+//! and span arrives exactly once, intact, with nothing lost in the kernel.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use opentelemetry::InstrumentationScope;
+use opentelemetry_sdk::metrics::Temporality;
+use opentelemetry_sdk::trace::SpanExporter as _;
+use otlp_user_events::proto::metrics::v1::{metric::Data, number_data_point};
+use otlp_user_events::{EventCapture, MetricsExporter, SpanExporter};
+use tests::block_on;
+use tests::kernel;
+use tests::otlp::{metric_points, spans};
+use tests::receiver::{Protocol, Received, Receiver};
+use tests::sdk::{full_span, provider_with, record_series};
+use tests::tee::{TeeMetrics, TeeSpans};
+use ue_decoder::{
+    BatchConfig, GrpcConfig, HttpConfig, ReaderConfig, Request, RetryConfig, RunConfig, Signal,
+    SinkConfig,
+};
+
+fn retry() -> RetryConfig {
+    RetryConfig {
+        initial_interval: Duration::from_millis(100),
+        max_interval: Duration::from_secs(1),
+        max_elapsed: Duration::from_secs(60),
+        ..RetryConfig::default()
+    }
+}
+
+/// Flattened entries of the accepted requests that came in over `protocol`, sorted: a
+/// multiset, since batching regroups items across events.
+fn arrived(received: &[Received], protocol: Protocol, signal: Signal) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = received
+        .iter()
+        .filter(|r| r.protocol == protocol && r.accepted())
+        .flat_map(|r| match (&r.request, signal) {
+            (Request::Metrics(m), Signal::Metrics) => metric_points(m),
+            (Request::Traces(t), Signal::Traces) => spans(t),
+            _ => vec![],
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn every_point_and_span_arrives_once_intact_under_sustained_load() {
+    if !kernel::required() {
+        return;
+    }
+    const ROUNDS: u64 = 20;
+    const SERIES: u64 = 500;
+    const SPANS: u64 = 200;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let receiver = rt.block_on(Receiver::start()).unwrap();
+    let names = ["ue_k_pipe_metrics", "ue_k_pipe_traces"];
+    let config = RunConfig {
+        reader: ReaderConfig {
+            tracepoints: names.map(String::from).to_vec(),
+            ..ReaderConfig::default()
+        },
+        signals: vec![Signal::Metrics, Signal::Traces],
+        batch: BatchConfig::default(),
+        sinks: vec![
+            SinkConfig::OtlpHttp(HttpConfig {
+                endpoint: receiver.http_endpoint(),
+                gzip: true,
+                retry: retry(),
+                ..HttpConfig::default()
+            }),
+            SinkConfig::OtlpGrpc(GrpcConfig {
+                endpoint: receiver.grpc_endpoint(),
+                gzip: true,
+                retry: retry(),
+                ..GrpcConfig::default()
+            }),
+        ],
+        queue_bytes: 64 << 20,
+        shutdown_deadline: Duration::from_secs(30),
+        stats_interval: Duration::from_secs(5),
+        self_metrics: false,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let decoder = rt.spawn(ue_decoder::run(
+        config,
+        async {
+            let _ = stop_rx.await;
+        },
+        move |_| ready_tx.send(()).unwrap(),
+    ));
+    ready_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the decoder attaches");
+
+    // The load: ROUNDS exports of SERIES data points and SPANS spans each.
+    let capture = EventCapture::new();
+    let metrics = MetricsExporter::builder()
+        .with_tracepoint_name(names[0])
+        .build()
+        .unwrap();
+    assert!(metrics.listening());
+    let metrics_stats = metrics.stats();
+    let reference_metrics = MetricsExporter::builder()
+        .with_capture(capture.clone())
+        .with_temporality(Temporality::Delta)
+        .build()
+        .unwrap();
+    let (tee, seen_metrics) = TeeMetrics::new(vec![metrics, reference_metrics]);
+    let provider = provider_with(tee);
+    let mut span_tee = {
+        let spans = SpanExporter::builder()
+            .with_tracepoint_name(names[1])
+            .build()
+            .unwrap();
+        let reference = SpanExporter::builder()
+            .with_capture(EventCapture::new())
+            .build()
+            .unwrap();
+        TeeSpans::new(vec![spans, reference])
+    };
+    span_tee.0.set_resource(
+        &opentelemetry_sdk::Resource::builder()
+            .with_service_name("pipeline")
+            .build(),
+    );
+    let scope = InstrumentationScope::builder("load")
+        .with_version("1")
+        .build();
+    let started = Instant::now();
+    for round in 0..ROUNDS {
+        record_series(&provider, &[("load.requests", SERIES)]);
+        let batch = (0..SPANS)
+            .map(|i| full_span(round * SPANS + i, &scope))
+            .collect();
+        block_on(span_tee.0.export(batch)).unwrap();
+    }
+    let elapsed = started.elapsed();
+    let (points, spans_total) = (ROUNDS * SERIES, ROUNDS * SPANS);
+    eprintln!(
+        "wrote {points} data points and {spans_total} spans in {:.2} s ({:.0} points/s, {:.0} spans/s) in {} events",
+        elapsed.as_secs_f64(),
+        points as f64 / elapsed.as_secs_f64(),
+        spans_total as f64 / elapsed.as_secs_f64(),
+        metrics_stats.snapshot().events_written,
+    );
+
+    let complete = rt.block_on(receiver.wait_until(Duration::from_secs(120), |r| {
+        let items = |p: Protocol, s: Signal| {
+            r.iter()
+                .filter(|x| x.protocol == p && x.signal() == s && x.accepted())
+                .map(Received::items)
+                .sum::<u64>()
+        };
+        [Protocol::Http, Protocol::Grpc].iter().all(|&p| {
+            items(p, Signal::Metrics) >= points && items(p, Signal::Traces) >= spans_total
+        })
+    }));
+    stop_tx.send(()).unwrap();
+    let snapshot = rt.block_on(decoder).unwrap().unwrap();
+    eprint!("{snapshot}");
+    assert!(complete, "everything arrived at both sinks");
+    assert_eq!(
+        snapshot.kernel_lost_total(),
+        0,
+        "the kernel dropped nothing at this rate with the default ring"
+    );
+    assert!(snapshot.malformed.is_empty() && snapshot.corrupt_records.is_empty());
+    for sink in &snapshot.sinks {
+        assert_eq!(sink.dropped_total(), 0, "{}", sink.name);
+        assert_eq!(sink.items_sent, points + spans_total, "{}", sink.name);
+    }
+
+    let mut want_points: Vec<Vec<u8>> = seen_metrics
+        .lock()
+        .unwrap()
+        .reference
+        .iter()
+        .flat_map(metric_points)
+        .collect();
+    want_points.sort();
+    let mut want_spans: Vec<Vec<u8>> = span_tee
+        .1
+        .lock()
+        .unwrap()
+        .reference
+        .iter()
+        .flat_map(spans)
+        .collect();
+    want_spans.sort();
+    assert_eq!(want_points.len() as u64, points);
+    let received = receiver.received();
+    for protocol in [Protocol::Http, Protocol::Grpc] {
+        assert!(
+            arrived(&received, protocol, Signal::Metrics) == want_points,
+            "{protocol:?}: data points arrive exactly once, intact"
+        );
+        assert!(
+            arrived(&received, protocol, Signal::Traces) == want_spans,
+            "{protocol:?}: spans arrive exactly once, intact"
+        );
+    }
+    // Batching merged the many events into few requests.
+    let requests = received
+        .iter()
+        .filter(|r| r.protocol == Protocol::Http)
+        .count();
+    let events = metrics_stats.snapshot().events_written;
+    eprintln!("{events} metrics events and the span events arrived in {requests} HTTP requests");
+    drop(provider);
+}
+
+/// The example programs, run as processes, next to this test binary's directory.
+fn example(name: &str) -> PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let path = deps
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is built by scripts/test.sh (cargo build --examples)",
+        path.display()
+    );
+    path
+}
+
+fn decoder_binary() -> PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let path = deps.parent().unwrap().parent().unwrap().join("ue-decoder");
+    assert!(
+        path.exists(),
+        "{} is built by scripts/test.sh (cargo build --bins)",
+        path.display()
+    );
+    path
+}
+
+/// A span's name, id and parent id.
+type SpanIds = (String, Vec<u8>, Vec<u8>);
+
+#[test]
+fn the_ue_decoder_binary_forwards_the_example_programs_and_stops_cleanly_on_sigterm() {
+    if !kernel::required() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let receiver = rt.block_on(Receiver::start()).unwrap();
+    let mut decoder = Command::new(decoder_binary())
+        .args([
+            "run",
+            "--endpoint",
+            &receiver.http_endpoint(),
+            "--stats-secs",
+            "1",
+            "--shutdown-secs",
+            "20",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(decoder.stderr.take().unwrap()).lines();
+    let ready = stderr
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("ue-decoder: reading"));
+    assert!(ready, "the decoder says when it is attached");
+    let log = std::thread::spawn(move || stderr.map_while(Result::ok).collect::<Vec<_>>());
+
+    let (rounds, series, traces) = (10u64, 50u64, 20u64);
+    for (name, args) in [
+        ("metrics", vec![rounds.to_string(), series.to_string()]),
+        ("spans", vec![traces.to_string()]),
+    ] {
+        let out = Command::new(example(name)).args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Each round adds 1 to every series: the delta sums add up to rounds x series.
+    let requests_total = |r: &[Received]| -> i64 {
+        r.iter()
+            .filter_map(|x| match &x.request {
+                Request::Metrics(m) => Some(m),
+                _ => None,
+            })
+            .flat_map(|m| &m.resource_metrics)
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .filter(|m| m.name == "example.requests")
+            .flat_map(|m| match &m.data {
+                Some(Data::Sum(s)) => s.data_points.clone(),
+                _ => vec![],
+            })
+            .map(|p| match p.value {
+                Some(number_data_point::Value::AsInt(v)) => v,
+                _ => 0,
+            })
+            .sum()
+    };
+    let done = rt.block_on(receiver.wait_until(Duration::from_secs(60), |r| {
+        requests_total(r) >= (rounds * series) as i64
+            && r.iter()
+                .filter(|x| x.signal() == Signal::Traces)
+                .map(Received::items)
+                .sum::<u64>()
+                >= traces * 3
+    }));
+
+    // SIGTERM: the decoder drains, flushes, prints its counters and exits 0.
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    let rc = unsafe { libc::kill(decoder.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = decoder.wait().unwrap();
+    let log = log.join().unwrap();
+    assert!(
+        done,
+        "every point and span arrived; decoder log:\n{}",
+        log.join("\n")
+    );
+    assert!(status.success(), "exit status {status}");
+    assert!(log.iter().any(|l| l.contains("final counters")), "{log:?}");
+    assert!(log.iter().any(|l| l.contains("kernel lost 0")), "{log:?}");
+
+    let received = receiver.received();
+    assert_eq!(
+        requests_total(&received),
+        (rounds * series) as i64,
+        "exactly once"
+    );
+    // Every trace has its three spans, linked to the root.
+    let mut traces_seen: BTreeMap<Vec<u8>, Vec<SpanIds>> = BTreeMap::new();
+    for r in &received {
+        if let Request::Traces(t) = &r.request {
+            for s in t
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .flat_map(|ss| &ss.spans)
+            {
+                traces_seen.entry(s.trace_id.clone()).or_default().push((
+                    s.name.clone(),
+                    s.span_id.clone(),
+                    s.parent_span_id.clone(),
+                ));
+            }
+        }
+    }
+    assert_eq!(traces_seen.len() as u64, traces);
+    for spans in traces_seen.values() {
+        assert_eq!(spans.len(), 3);
+        let root = spans
+            .iter()
+            .find(|s| s.0 == "GET /checkout")
+            .expect("root span");
+        assert!(root.2.is_empty());
+        assert!(
+            spans
+                .iter()
+                .filter(|s| s.0 != "GET /checkout")
+                .all(|s| s.2 == root.1),
+            "children point at the root"
+        );
+    }
+}
