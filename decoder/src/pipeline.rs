@@ -142,9 +142,11 @@ pub async fn run(
     // The reader drains what the rings still hold, then drops its sender, which ends the
     // batcher after its final flush.
     let _ = tokio::task::spawn_blocking(move || reading.join()).await;
+    tracing::debug!("reader stopped");
     if !batching.is_finished() {
         let _ = batching.await;
     }
+    tracing::debug!("batches flushed; waiting for the sinks");
     let sinks = Arc::into_inner(sinks).expect("the batcher, the only other owner, has ended");
     let sink_snapshots = sinks.shutdown(config.shutdown_deadline).await;
     Ok(stats.snapshot(sink_snapshots))

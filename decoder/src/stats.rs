@@ -87,29 +87,27 @@ impl Stats {
                 .into_iter()
                 .collect()
         };
+        // Each lock in its own statement: a guard inside the struct expression below would
+        // live to its end, and a second lock of the same mutex there would deadlock.
+        let (kernel_lost, corrupt_records) = self
+            .reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let malformed = self
+            .malformed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         Snapshot {
             events: per(&self.events),
             bytes: per(&self.bytes),
             items: per(&self.items),
             batches: per(&self.batches),
             batched_items: per(&self.batched_items),
-            malformed: self
-                .malformed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-            kernel_lost: self
-                .reader
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .0
-                .clone(),
-            corrupt_records: self
-                .reader
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .1
-                .clone(),
+            malformed,
+            kernel_lost,
+            corrupt_records,
             sinks,
         }
     }
@@ -313,5 +311,37 @@ impl fmt::Display for Snapshot {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_reads_every_counter() {
+        let stats = Stats::default();
+        stats.decoded(Signal::Metrics, 100, 7);
+        stats.decoded(Signal::Traces, 50, 2);
+        stats.malformed("bad_rel_loc");
+        stats.batched(Signal::Metrics, 7);
+        let corrupt = BTreeMap::from([("zero_size", 1)]);
+        stats.set_reader_counts([(0, 3), (1, 0)], &corrupt);
+        let s = stats.snapshot(vec![]);
+        assert_eq!(s.items[&Signal::Metrics], 7);
+        assert_eq!(s.bytes[&Signal::Traces], 50);
+        assert_eq!(s.malformed["bad_rel_loc"], 1);
+        assert_eq!(s.kernel_lost_total(), 3);
+        assert_eq!(s.corrupt_records, corrupt);
+        let otlp = s.to_otlp(SystemTime::UNIX_EPOCH, SystemTime::now());
+        let names: Vec<&str> = otlp.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert!(
+            names.contains(&"ue_decoder.kernel_lost") && names.contains(&"ue_decoder.malformed"),
+            "{names:?}"
+        );
     }
 }

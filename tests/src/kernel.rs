@@ -16,6 +16,13 @@ use ue_decoder::{ReaderConfig, Tracefs, TracepointReader};
 /// Whether to run a kernel test: true when this kernel has user_events. Without it, panics
 /// with what to do, unless `UE_SKIP_KERNEL_TESTS=1` asks for an explicit, printed skip.
 pub fn required() -> bool {
+    // The decoder's own logs, when asked for (UE_LOG=debug), to see inside a run in the VM.
+    if let Ok(filter) = std::env::var("UE_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let missing = match Tracefs::locate(None).and_then(|t| t.require_user_events().map(|_| t)) {
         Ok(_) => return true,
         Err(e) => e,

@@ -349,6 +349,7 @@ impl SinkSet {
         }
         let until = Instant::now() + deadline;
         for sink in &mut sinks {
+            tracing::debug!(sink = %sink.queue.name(), "waiting for the sink's worker");
             if tokio::time::timeout_at(until, &mut sink.worker)
                 .await
                 .is_err()
@@ -357,6 +358,7 @@ impl SinkSet {
                 // Wait for the abort to land so the worker no longer touches the queue.
                 let _ = (&mut sink.worker).await;
             }
+            tracing::debug!(sink = %sink.queue.name(), "worker done");
             let left = sink.queue.abandon();
             if left > 0 {
                 tracing::warn!(

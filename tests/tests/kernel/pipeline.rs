@@ -49,12 +49,67 @@ fn arrived(received: &[Received], protocol: Protocol, signal: Signal) -> Vec<Vec
     out
 }
 
+/// A running decoder inside a test's runtime: its task and the sender that stops it.
+struct Decoder {
+    task: tokio::task::JoinHandle<Result<ue_decoder::Snapshot, ue_decoder::RunError>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Decoder {
+    /// Starts `ue_decoder::run` on `tracepoints` (carrying `signals`) and returns once it is
+    /// attached to the kernel.
+    fn start(
+        rt: &tokio::runtime::Runtime,
+        tracepoints: &[&str],
+        signals: Vec<Signal>,
+        sinks: Vec<SinkConfig>,
+    ) -> Self {
+        let config = RunConfig {
+            reader: ReaderConfig {
+                tracepoints: tracepoints.iter().map(|t| t.to_string()).collect(),
+                ..ReaderConfig::default()
+            },
+            signals,
+            batch: BatchConfig::default(),
+            sinks,
+            queue_bytes: 64 << 20,
+            shutdown_deadline: Duration::from_secs(30),
+            stats_interval: Duration::from_secs(5),
+            self_metrics: false,
+        };
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let task = rt.spawn(ue_decoder::run(
+            config,
+            async {
+                let _ = stop_rx.await;
+            },
+            move |_| ready_tx.send(()).unwrap(),
+        ));
+        ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the decoder attaches");
+        Self { task, stop }
+    }
+
+    /// Stops it as SIGTERM would and returns its final counters.
+    fn stop(self, rt: &tokio::runtime::Runtime) -> ue_decoder::Snapshot {
+        self.stop.send(()).unwrap();
+        let snapshot = rt.block_on(self.task).unwrap().unwrap();
+        eprint!("{snapshot}");
+        snapshot
+    }
+}
+
 #[test]
 fn every_point_and_span_arrives_once_intact_under_sustained_load() {
     if !kernel::required() {
         return;
     }
-    const ROUNDS: u64 = 20;
+    let rounds_env = std::env::var("UE_LOAD_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok());
+    let rounds: u64 = rounds_env.unwrap_or(20);
     const SERIES: u64 = 500;
     const SPANS: u64 = 200;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -64,14 +119,11 @@ fn every_point_and_span_arrives_once_intact_under_sustained_load() {
         .unwrap();
     let receiver = rt.block_on(Receiver::start()).unwrap();
     let names = ["ue_k_pipe_metrics", "ue_k_pipe_traces"];
-    let config = RunConfig {
-        reader: ReaderConfig {
-            tracepoints: names.map(String::from).to_vec(),
-            ..ReaderConfig::default()
-        },
-        signals: vec![Signal::Metrics, Signal::Traces],
-        batch: BatchConfig::default(),
-        sinks: vec![
+    let decoder = Decoder::start(
+        &rt,
+        &names,
+        vec![Signal::Metrics, Signal::Traces],
+        vec![
             SinkConfig::OtlpHttp(HttpConfig {
                 endpoint: receiver.http_endpoint(),
                 gzip: true,
@@ -85,23 +137,7 @@ fn every_point_and_span_arrives_once_intact_under_sustained_load() {
                 ..GrpcConfig::default()
             }),
         ],
-        queue_bytes: 64 << 20,
-        shutdown_deadline: Duration::from_secs(30),
-        stats_interval: Duration::from_secs(5),
-        self_metrics: false,
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let decoder = rt.spawn(ue_decoder::run(
-        config,
-        async {
-            let _ = stop_rx.await;
-        },
-        move |_| ready_tx.send(()).unwrap(),
-    ));
-    ready_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the decoder attaches");
+    );
 
     // The load: ROUNDS exports of SERIES data points and SPANS spans each.
     let capture = EventCapture::new();
@@ -138,7 +174,7 @@ fn every_point_and_span_arrives_once_intact_under_sustained_load() {
         .with_version("1")
         .build();
     let started = Instant::now();
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         record_series(&provider, &[("load.requests", SERIES)]);
         let batch = (0..SPANS)
             .map(|i| full_span(round * SPANS + i, &scope))
@@ -146,7 +182,7 @@ fn every_point_and_span_arrives_once_intact_under_sustained_load() {
         block_on(span_tee.0.export(batch)).unwrap();
     }
     let elapsed = started.elapsed();
-    let (points, spans_total) = (ROUNDS * SERIES, ROUNDS * SPANS);
+    let (points, spans_total) = (rounds * SERIES, rounds * SPANS);
     eprintln!(
         "wrote {points} data points and {spans_total} spans in {:.2} s ({:.0} points/s, {:.0} spans/s) in {} events",
         elapsed.as_secs_f64(),
@@ -166,9 +202,11 @@ fn every_point_and_span_arrives_once_intact_under_sustained_load() {
             items(p, Signal::Metrics) >= points && items(p, Signal::Traces) >= spans_total
         })
     }));
-    stop_tx.send(()).unwrap();
-    let snapshot = rt.block_on(decoder).unwrap().unwrap();
-    eprint!("{snapshot}");
+    eprintln!(
+        "arrived: {complete} after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let snapshot = decoder.stop(&rt);
     assert!(complete, "everything arrived at both sinks");
     assert_eq!(
         snapshot.kernel_lost_total(),
@@ -383,4 +421,106 @@ fn the_ue_decoder_binary_forwards_the_example_programs_and_stops_cleanly_on_sigt
             "children point at the root"
         );
     }
+}
+
+/// The rate the burst test holds: data points per second, in events of about 100 points
+/// (under the VM's software emulation; a real host reads far faster).
+const BURST_POINTS_PER_SEC: u64 = 5_000;
+
+#[test]
+fn a_paced_burst_of_5k_points_per_second_arrives_whole_with_no_kernel_loss() {
+    if !kernel::required() {
+        return;
+    }
+    // Encode first (the SDK is slow under emulation), then write the events at the rate.
+    let (capturing, capture) = {
+        let c = EventCapture::new();
+        let e = MetricsExporter::builder()
+            .with_capture(c.clone())
+            .build()
+            .unwrap();
+        (e, c)
+    };
+    let (tee, seen) = TeeMetrics::new(vec![capturing]);
+    let provider = provider_with(tee);
+    for round in 0..40 {
+        let name: &'static str = Box::leak(format!("burst.{round}").into_boxed_str());
+        record_series(&provider, &[(name, 1000)]);
+    }
+    let events = capture.take();
+    let mut want: Vec<Vec<u8>> = seen
+        .lock()
+        .unwrap()
+        .reference
+        .iter()
+        .flat_map(metric_points)
+        .collect();
+    want.sort();
+    let points = want.len() as u64;
+    assert_eq!(points, 40_000);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let receiver = rt.block_on(Receiver::start()).unwrap();
+    let name = "ue_k_burst_metrics";
+    let http = HttpConfig {
+        endpoint: receiver.http_endpoint(),
+        retry: retry(),
+        ..HttpConfig::default()
+    };
+    let decoder = Decoder::start(
+        &rt,
+        &[name],
+        vec![Signal::Metrics],
+        vec![SinkConfig::OtlpHttp(http)],
+    );
+
+    let writer = kernel::RawWriter::register(name);
+    assert!(writer.enabled());
+    let per_event = points as f64 / events.len() as f64;
+    let interval = Duration::from_secs_f64(per_event / BURST_POINTS_PER_SEC as f64);
+    let started = Instant::now();
+    for (i, e) in events.iter().enumerate() {
+        // Paced against the start, so a slow write is made up for, not accumulated.
+        let due = started + interval.mul_f64(i as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        assert_eq!(writer.write(&e[otlp_user_events::layout::HEADER_LEN..]), 0);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!(
+        "wrote {} events, {points} data points in {elapsed:.2} s: {:.0} points/s, {:.0} KiB/s",
+        events.len(),
+        points as f64 / elapsed,
+        events.iter().map(Vec::len).sum::<usize>() as f64 / 1024.0 / elapsed
+    );
+    let complete = rt.block_on(receiver.wait_until(Duration::from_secs(120), |r| {
+        r.iter()
+            .filter(|x| x.accepted())
+            .map(Received::items)
+            .sum::<u64>()
+            >= points
+    }));
+    let snapshot = decoder.stop(&rt);
+    let read = snapshot.events.get(&Signal::Metrics).copied().unwrap_or(0);
+    assert_eq!(
+        read + snapshot.kernel_lost_total(),
+        events.len() as u64,
+        "every event written was read or counted lost"
+    );
+    assert!(complete);
+    assert_eq!(
+        snapshot.kernel_lost_total(),
+        0,
+        "no loss at {BURST_POINTS_PER_SEC} points/s with the default 1 MiB rings"
+    );
+    assert!(
+        arrived(&receiver.received(), Protocol::Http, Signal::Metrics) == want,
+        "every point exactly once"
+    );
+    drop(provider);
 }
