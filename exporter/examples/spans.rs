@@ -32,12 +32,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // event, before perf enables it, and events written in between are lost.
     if let Some(secs) = std::env::var("UE_WAIT_FOR_LISTENER_SECS")
         .ok()
-        .and_then(|s| s.parse::<u64>().ok())
+        .and_then(|s| s.parse().ok())
     {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-        while !exporter.listening() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        exporter.wait_for_listener(std::time::Duration::from_secs(secs));
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
     let stats = exporter.stats();

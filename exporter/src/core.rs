@@ -93,6 +93,17 @@ impl Core {
         self.writer.enabled()
     }
 
+    pub(crate) fn wait_for_listener(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.listening() {
+            if std::time::Instant::now() >= deadline || !self.registration().is_active() {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        true
+    }
+
     /// Checks shutdown and the listener. `Ok(false)`: nothing to do, and the skip is counted.
     #[inline]
     pub(crate) fn should_export(&self) -> Result<bool, OTelSdkError> {

@@ -57,6 +57,14 @@ impl MetricsExporter {
         self.core.listening()
     }
 
+    /// Blocks until a reader listens or `timeout` passes; whether one listens. For short-lived
+    /// programs whose output matters (batch jobs, tests). perf turns the enable bit on when
+    /// it opens the event, a moment before it enables it: allow a short grace after this
+    /// returns true before writing what must not be missed.
+    pub fn wait_for_listener(&self, timeout: std::time::Duration) -> bool {
+        self.core.wait_for_listener(timeout)
+    }
+
     /// Whether the tracepoint registered, and if not, why.
     pub fn registration(&self) -> &Registration {
         self.core.registration()

@@ -294,6 +294,12 @@ fn a_failed_registration_disables_the_exporter_and_says_why() {
                 "{why}"
             );
             let stats = exporter.stats();
+            let t = std::time::Instant::now();
+            assert!(!exporter.wait_for_listener(std::time::Duration::from_secs(5)));
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(1),
+                "no waiting on a tracepoint that cannot be enabled"
+            );
             assert!(block_on(exporter.export(&ResourceMetrics::default())).is_ok());
             assert_eq!(stats.snapshot().exports_skipped_no_listener, 1);
         }

@@ -75,11 +75,13 @@ fn the_enable_bit_follows_the_reader() {
         .unwrap();
     assert_eq!(exporter.registration(), &Registration::Registered);
     assert!(!exporter.listening());
+    assert!(!exporter.wait_for_listener(Duration::from_millis(100)));
     let reader = kernel::reader(&[name], 64);
     assert!(
         exporter.listening(),
         "the kernel set the bit when the reader attached"
     );
+    assert!(exporter.wait_for_listener(Duration::from_secs(1)));
     drop(reader);
     assert!(!exporter.listening(), "and cleared it when the reader left");
 }
