@@ -147,7 +147,8 @@ enum SignalArg {
 #[derive(Args, Debug)]
 struct DecodeArgs {
     /// A perf.data file from `perf record -e user_events:otlp_metrics -e user_events:otlp_traces`.
-    file: PathBuf,
+    #[arg(value_name = "FILE")]
+    capture: PathBuf,
     #[command(flatten)]
     sinks: SinkArgs,
     /// Tracepoint the metrics were recorded from.
@@ -323,7 +324,7 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         traces: args.traces_tracepoint,
     };
     let sinks = args.sinks.configs(true).map_err(anyhow::Error::msg)?;
-    let mut reader = PerfDataReader::open(&args.file, &names)?;
+    let mut reader = PerfDataReader::open(&args.capture, &names)?;
     if sinks == [SinkConfig::Stdout] {
         // One line per recorded event, in file order: what the capture holds, unbatched.
         let mut out = std::io::stdout().lock();
@@ -365,7 +366,7 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     let stats = reader.stats();
     eprintln!(
         "ue-decoder: {}: events {:?}, items {:?}, malformed {:?}, lost {}",
-        args.file.display(),
+        args.capture.display(),
         stats.events,
         stats.items,
         stats.malformed,
@@ -378,4 +379,14 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

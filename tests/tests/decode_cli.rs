@@ -1,0 +1,68 @@
+//! `ue-decoder decode FILE --endpoint URL`: a `perf record` capture forwarded to a real OTLP
+//! receiver, batched, with every item arriving.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use tests::receiver::Receiver;
+use ue_decoder::{PerfDataReader, Signal, TracepointNames};
+
+fn ue_decoder_binary() -> PathBuf {
+    // target/debug/deps/decode_cli-* -> target/debug/ue-decoder
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("ue-decoder");
+    assert!(
+        path.exists(),
+        "{} is built with the workspace (cargo test --workspace --all-targets)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn a_capture_is_forwarded_over_otlp_http_with_every_item() {
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/examples.perf.data");
+    let reader = PerfDataReader::open(&fixture, &TracepointNames::default()).unwrap();
+    let (mut points, mut spans) = (0, 0);
+    for event in reader {
+        let event = event.unwrap();
+        match event.request.signal() {
+            Signal::Metrics => points += event.request.items(),
+            Signal::Traces => spans += event.request.items(),
+        }
+    }
+    assert!(points > 0 && spans > 0);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let receiver = rt.block_on(Receiver::start()).unwrap();
+    let out = Command::new(ue_decoder_binary())
+        .arg("decode")
+        .arg(&fixture)
+        .args([
+            "--endpoint",
+            &receiver.http_endpoint(),
+            "--header",
+            "x-tenant=t1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "forwarding prints no OTLP on stdout");
+    let arrived = rt.block_on(receiver.wait_until(Duration::from_secs(10), |_| true));
+    assert!(arrived);
+    assert_eq!(receiver.accepted_items(Signal::Metrics), points);
+    assert_eq!(receiver.accepted_items(Signal::Traces), spans);
+    let received = receiver.received();
+    assert!(received.iter().all(|r| r.header("x-tenant") == Some("t1")));
+    // Batching merged the capture's events: one request per signal.
+    assert_eq!(received.len(), 2, "{received:?}");
+}
