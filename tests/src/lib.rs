@@ -10,6 +10,7 @@ pub mod sdk;
 pub mod tee;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
@@ -24,4 +25,22 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
         }
         std::thread::yield_now();
     }
+}
+
+/// A program of the workspace built next to the running test (`target/<profile>/PATH`, e.g.
+/// `ue-decoder` or `examples/metrics`), for tests that run it as a user would.
+pub fn built(path: &str) -> PathBuf {
+    // The test runs as target/<profile>/deps/<test>-<hash>.
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let program = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .join(path);
+    assert!(
+        program.exists(),
+        "{} is not built: scripts/test.sh builds it (cargo build --workspace --bins --examples)",
+        program.display()
+    );
+    program
 }

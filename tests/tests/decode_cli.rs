@@ -8,18 +8,6 @@ use std::time::Duration;
 use tests::receiver::Receiver;
 use ue_decoder::{PerfDataReader, Signal, TracepointNames};
 
-fn ue_decoder_binary() -> PathBuf {
-    // target/debug/deps/decode_cli-* -> target/debug/ue-decoder
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("ue-decoder");
-    assert!(
-        path.exists(),
-        "{} is built with the workspace (cargo test --workspace --all-targets)",
-        path.display()
-    );
-    path
-}
-
 #[test]
 fn a_capture_is_forwarded_over_otlp_http_with_every_item() {
     let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/examples.perf.data");
@@ -40,7 +28,7 @@ fn a_capture_is_forwarded_over_otlp_http_with_every_item() {
         .build()
         .unwrap();
     let receiver = rt.block_on(Receiver::start()).unwrap();
-    let out = Command::new(ue_decoder_binary())
+    let out = Command::new(tests::built("ue-decoder"))
         .arg("decode")
         .arg(&fixture)
         .args([

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -258,35 +257,6 @@ fn every_point_and_span_arrives_once_intact_under_sustained_load() {
     drop(provider);
 }
 
-/// The example programs, run as processes, next to this test binary's directory.
-fn example(name: &str) -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let path = deps
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is built by scripts/test.sh (cargo build --examples)",
-        path.display()
-    );
-    path
-}
-
-fn decoder_binary() -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let path = deps.parent().unwrap().parent().unwrap().join("ue-decoder");
-    assert!(
-        path.exists(),
-        "{} is built by scripts/test.sh (cargo build --bins)",
-        path.display()
-    );
-    path
-}
-
 /// A span's name, id and parent id.
 type SpanIds = (String, Vec<u8>, Vec<u8>);
 
@@ -301,7 +271,7 @@ fn the_ue_decoder_binary_forwards_the_example_programs_and_stops_cleanly_on_sigt
         .build()
         .unwrap();
     let receiver = rt.block_on(Receiver::start()).unwrap();
-    let mut decoder = Command::new(decoder_binary())
+    let mut decoder = Command::new(tests::built("ue-decoder"))
         .args([
             "run",
             "--endpoint",
@@ -328,7 +298,10 @@ fn the_ue_decoder_binary_forwards_the_example_programs_and_stops_cleanly_on_sigt
         ("metrics", vec![rounds.to_string(), series.to_string()]),
         ("spans", vec![traces.to_string()]),
     ] {
-        let out = Command::new(example(name)).args(&args).output().unwrap();
+        let out = Command::new(tests::built(&format!("examples/{name}")))
+            .args(&args)
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "{name}: {}",
