@@ -44,3 +44,13 @@ pub fn built(path: &str) -> PathBuf {
     );
     program
 }
+
+/// A two-worker tokio runtime with timers and I/O, for tests that run the decoder or the
+/// receiver next to synchronous code.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}

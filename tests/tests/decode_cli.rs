@@ -22,11 +22,7 @@ fn a_capture_is_forwarded_over_otlp_http_with_every_item() {
     }
     assert!(points > 0 && spans > 0);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tests::runtime();
     let receiver = rt.block_on(Receiver::start()).unwrap();
     let out = Command::new(tests::built("ue-decoder"))
         .arg("decode")

@@ -111,11 +111,7 @@ fn every_point_and_span_arrives_once_intact_under_sustained_load() {
     let rounds: u64 = rounds_env.unwrap_or(20);
     const SERIES: u64 = 500;
     const SPANS: u64 = 200;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tests::runtime();
     let receiver = rt.block_on(Receiver::start()).unwrap();
     let names = ["ue_k_pipe_metrics", "ue_k_pipe_traces"];
     let decoder = Decoder::start(
@@ -265,11 +261,7 @@ fn the_ue_decoder_binary_forwards_the_example_programs_and_stops_cleanly_on_sigt
     if !kernel::required() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tests::runtime();
     let receiver = rt.block_on(Receiver::start()).unwrap();
     let mut decoder = Command::new(tests::built("ue-decoder"))
         .args([
@@ -432,11 +424,7 @@ fn a_paced_burst_of_5k_points_per_second_arrives_whole_with_no_kernel_loss() {
     let points = want.len() as u64;
     assert_eq!(points, 40_000);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tests::runtime();
     let receiver = rt.block_on(Receiver::start()).unwrap();
     let name = "ue_k_burst_metrics";
     let http = HttpConfig {
