@@ -1,7 +1,7 @@
 //! What the metrics and span exporters share: configuration, the tracepoint writer, the
 //! counters, shutdown, and turning packed events into writes.
 
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::otel_warn;
@@ -64,10 +64,9 @@ impl Config {
         Ok(Core {
             name: self.name,
             max_buffer: self.max_buffer,
-            writer,
+            writer: Arc::new(writer),
             stats: ExporterStats::default(),
             shutdown: AtomicBool::new(false),
-            buf: Mutex::new(Vec::with_capacity(self.max_buffer)),
         })
     }
 }
@@ -77,11 +76,9 @@ impl Config {
 pub(crate) struct Core {
     pub(crate) name: String,
     pub(crate) max_buffer: usize,
-    writer: Writer,
+    writer: Arc<Writer>,
     pub(crate) stats: ExporterStats,
     shutdown: AtomicBool,
-    /// Encoding scratch, reused across exports (the SDK calls export from one thread at a time).
-    buf: Mutex<Vec<u8>>,
 }
 
 impl Core {
@@ -89,8 +86,35 @@ impl Core {
         self.writer.registration()
     }
 
+    #[inline]
     pub(crate) fn listening(&self) -> bool {
         self.writer.enabled()
+    }
+
+    pub(crate) fn listener(&self) -> Listener {
+        Listener(self.writer.clone())
+    }
+
+    #[inline]
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed)
+    }
+
+    /// Writes one event of `items` items and counts it, or its loss, in the stats.
+    fn write_event(&self, event: &[u8], items: usize) -> Result<(), i32> {
+        let written = self.writer.write(event);
+        match written {
+            Ok(()) => self.stats.written(event.len(), items),
+            Err(errno) => self.stats.write_failed(errno, items),
+        }
+        written
+    }
+
+    /// A sink that writes each event; losses are counted in the stats.
+    pub(crate) fn sink(&self) -> impl FnMut(&[u8], usize) + '_ {
+        |event, items| {
+            let _ = self.write_event(event, items);
+        }
     }
 
     pub(crate) fn wait_for_listener(&self, timeout: std::time::Duration) -> bool {
@@ -117,23 +141,20 @@ impl Core {
         Ok(true)
     }
 
-    /// Runs `pack` with the scratch buffer and a sink that writes each event, then reports
-    /// what was lost as the export's result.
+    /// Runs `pack` with a sink that writes each event, then reports what was lost as the
+    /// export's result.
     pub(crate) fn write_packed(
         &self,
         what: &str,
-        pack: impl FnOnce(usize, &mut Vec<u8>, &mut dyn FnMut(&[u8], usize)) -> Oversize,
+        pack: impl FnOnce(&mut dyn FnMut(&[u8], usize)) -> Oversize,
     ) -> OTelSdkResult {
-        let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
         let mut failed: Vec<(i32, usize)> = Vec::new();
-        let mut sink = |event: &[u8], items: usize| match self.writer.write(event) {
-            Ok(()) => self.stats.written(event.len(), items),
-            Err(errno) => {
-                self.stats.write_failed(errno, items);
+        let mut sink = |event: &[u8], items: usize| {
+            if let Err(errno) = self.write_event(event, items) {
                 failed.push((errno, items));
             }
         };
-        let oversize = pack(self.max_buffer, &mut buf, &mut sink);
+        let oversize = pack(&mut sink);
         self.stats.oversize(oversize.total());
         if oversize.dropped.is_empty() && failed.is_empty() {
             return Ok(());
@@ -162,5 +183,19 @@ impl Core {
         }
         self.writer.unregister();
         Ok(())
+    }
+}
+
+/// Tells whether a reader listens to a tracepoint right now (the kernel's enable bit): what
+/// [`ListenerAwareSampler`](crate::ListenerAwareSampler) and
+/// [`ListenerAwareReader`](crate::ListenerAwareReader) consult. Cheap to clone and to ask.
+#[derive(Clone, Debug)]
+pub struct Listener(Arc<Writer>);
+
+impl Listener {
+    /// True while a reader listens: one relaxed atomic load.
+    #[inline]
+    pub fn listening(&self) -> bool {
+        self.0.enabled()
     }
 }

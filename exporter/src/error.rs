@@ -25,6 +25,12 @@ pub enum BuildError {
         /// The smallest size accepted.
         min: usize,
     },
+    /// A delay of zero would write every span in an event of its own.
+    #[error("max delay must be above zero")]
+    ZeroDelay,
+    /// The background thread could not be started.
+    #[error("could not start the background thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// The tracepoint name is not usable.
     #[error(transparent)]
     InvalidName(#[from] LayoutError),

@@ -45,15 +45,23 @@ mod core;
 mod encode;
 mod error;
 pub mod layout;
+mod listener;
 mod metrics;
 mod pack;
+mod processor;
+mod protobuf;
 mod stats;
 mod traces;
 mod writer;
 
+pub use core::Listener;
 pub use encode::{Oversize, pack_metrics, pack_spans};
 pub use error::BuildError;
+pub use listener::{
+    DEFAULT_READER_INTERVAL, ListenerAwareReader, ListenerAwareReaderBuilder, ListenerAwareSampler,
+};
 pub use metrics::{MetricsExporter, MetricsExporterBuilder};
+pub use processor::{DEFAULT_MAX_DELAY, UserEventsSpanProcessor, UserEventsSpanProcessorBuilder};
 pub use stats::{ExporterStats, StatsSnapshot};
 pub use traces::{SpanExporter, SpanExporterBuilder};
 pub use writer::{EventCapture, Registration};

@@ -2,18 +2,19 @@
 
 use std::fmt;
 use std::future::{Future, ready};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::Temporality;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 
 use crate::core::{Config, Core};
-use crate::encode::pack_metrics;
+use crate::encode::metrics::{self, LEVELS};
 use crate::error::BuildError;
 use crate::layout;
+use crate::pack::Packer;
 use crate::stats::ExporterStats;
 use crate::writer::{EventCapture, Registration};
 
@@ -24,6 +25,8 @@ use crate::writer::{EventCapture, Registration};
 pub struct MetricsExporter {
     core: Core,
     temporality: Temporality,
+    /// Encoding buffers, reused across exports (the SDK exports from one thread at a time).
+    packer: Mutex<Packer<LEVELS>>,
 }
 
 impl fmt::Debug for MetricsExporter {
@@ -57,6 +60,11 @@ impl MetricsExporter {
         self.core.listening()
     }
 
+    /// A handle that tells whether a reader listens, for the listener-aware sampler and reader.
+    pub fn listener(&self) -> crate::Listener {
+        self.core.listener()
+    }
+
     /// Blocks until a reader listens or `timeout` passes; whether one listens. For short-lived
     /// programs whose output matters (batch jobs, tests). perf turns the enable bit on when
     /// it opens the event, a moment before it enables it: allow a short grace after this
@@ -74,9 +82,9 @@ impl MetricsExporter {
         if !self.core.should_export()? {
             return Ok(());
         }
-        let request = ExportMetricsServiceRequest::from(metrics);
-        self.core.write_packed("data points", |limit, buf, sink| {
-            pack_metrics(request, limit, buf, sink)
+        let mut packer = self.packer.lock().unwrap_or_else(|e| e.into_inner());
+        self.core.write_packed("data points", |sink| {
+            metrics::pack(&mut packer, metrics, sink)
         })
     }
 }
@@ -141,8 +149,10 @@ impl MetricsExporterBuilder {
     /// error: the exporter is then disabled, says why once, and reports it in
     /// [`MetricsExporter::registration`].
     pub fn build(self) -> Result<MetricsExporter, BuildError> {
+        let core = self.config.build("metrics")?;
         Ok(MetricsExporter {
-            core: self.config.build("metrics")?,
+            packer: Mutex::new(Packer::new(core.max_buffer)),
+            core,
             temporality: self.temporality,
         })
     }

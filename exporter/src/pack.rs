@@ -11,15 +11,7 @@
 //! Written by hand because prost offers only whole-message `encoded_len`, which would make
 //! packing quadratic in the number of items.
 
-use prost::Message;
-use prost::encoding::encoded_len_varint;
-
-/// Encoded size of a length-delimited field holding a `len`-byte body. Every nested field
-/// used here has a field number below 16, so its tag is one byte.
-#[inline]
-pub(crate) fn field_len(len: usize) -> usize {
-    1 + encoded_len_varint(len as u64) + len
-}
+use crate::protobuf::{self, field_len};
 
 /// Body lengths of the last (open) message at each of `D` nesting levels of the event under
 /// construction; level 0 is the request itself, the items are children of level `D - 1`.
@@ -67,61 +59,176 @@ impl<const D: usize> OpenPath<D> {
     }
 }
 
-/// Accumulates items into one request `R` at a time and hands each full request, encoded,
-/// to `emit` together with the number of items in it.
-pub(crate) struct Packer<'b, R, const D: usize, F> {
-    req: R,
-    path: OpenPath<D>,
-    items: usize,
-    limit: usize,
-    buf: &'b mut Vec<u8>,
-    emit: F,
+/// The fixed part of the message open at one level: the fields before its children (for a
+/// ScopeMetrics, the encoded scope) and after them (its schema URL), and the field number it
+/// has in its parent.
+#[derive(Debug, Default)]
+pub(crate) struct Shell {
+    tag: u32,
+    /// Fields written before the children.
+    pub(crate) prefix: Vec<u8>,
+    /// Fields written after the children.
+    pub(crate) suffix: Vec<u8>,
 }
 
-impl<'b, R, const D: usize, F> Packer<'b, R, D, F>
-where
-    R: Message + Default,
-    F: FnMut(&[u8], usize),
-{
-    pub(crate) fn new(limit: usize, buf: &'b mut Vec<u8>, emit: F) -> Self {
+impl Shell {
+    fn len(&self) -> usize {
+        self.prefix.len() + self.suffix.len()
+    }
+}
+
+/// Where a message's key and length go in the assembled event, and its body length.
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    /// Offset in `body` before which the key and length are written.
+    at: usize,
+    tag: u32,
+    len: usize,
+}
+
+/// An item that does not fit even in an empty event.
+#[derive(Debug)]
+pub(crate) struct TooLarge;
+
+/// Packs encoded items into events of at most `limit` bytes, each a complete export request
+/// of `D` nesting levels: level 0 is the request itself, levels `1..D` are the messages that
+/// enclose the items (for metrics ResourceMetrics, ScopeMetrics, Metric and its data body;
+/// for spans ResourceSpans and ScopeSpans).
+///
+/// The caller describes where the next items belong with [`begin`](Self::begin) (one shell
+/// per level, written once, not per item) and adds each item with [`item`](Self::item),
+/// which encodes it straight into the event. The event's bytes are kept without the
+/// enclosing messages' keys and lengths, which are known only when a message closes;
+/// [`flush`](Self::flush) inserts them while copying the event out once.
+#[derive(Debug)]
+pub(crate) struct Packer<const D: usize> {
+    limit: usize,
+    path: OpenPath<D>,
+    /// Items in the event under construction.
+    items: usize,
+    shells: [Shell; D],
+    /// Levels `1..=open` have an open message in the event (0: none).
+    open: usize,
+    /// Index in `nodes` of the open message at each level.
+    open_nodes: [usize; D],
+    body: Vec<u8>,
+    nodes: Vec<Node>,
+    /// The assembled event handed to `emit`.
+    out: Vec<u8>,
+    /// Holds an item while the event before it is flushed.
+    carry: Vec<u8>,
+}
+
+impl<const D: usize> Packer<D> {
+    pub(crate) fn new(limit: usize) -> Self {
         Self {
-            req: R::default(),
+            limit,
             path: OpenPath::new(),
             items: 0,
-            limit,
-            buf,
-            emit,
+            shells: std::array::from_fn(|_| Shell::default()),
+            open: 0,
+            open_nodes: [0; D],
+            body: Vec::with_capacity(limit),
+            nodes: Vec::new(),
+            out: Vec::with_capacity(limit),
+            carry: Vec::new(),
         }
     }
 
-    /// Makes room for an item of `item_len` bytes whose enclosing messages have the bodies
-    /// `fixed`, where the levels from `from` on are not yet open in the current request.
-    ///
-    /// Returns the first level the caller must open (push a shell for) in
-    /// [`request`](Self::request) before pushing the item, or `None` when the item exceeds
-    /// the limit even in an empty request.
-    pub(crate) fn reserve(
+    /// Items in the event under construction.
+    pub(crate) fn pending(&self) -> usize {
+        self.items
+    }
+
+    /// Starts a new message at `level` (`1..D`), field `tag` of its parent, for the items
+    /// that follow: the messages open at `level` and below are closed, and the returned
+    /// shell, emptied, receives the new message's fixed fields.
+    pub(crate) fn begin(&mut self, level: usize, tag: u32) -> &mut Shell {
+        debug_assert!((1..D).contains(&level));
+        self.close_to(level - 1);
+        let shell = &mut self.shells[level];
+        shell.tag = tag;
+        shell.prefix.clear();
+        shell.suffix.clear();
+        shell
+    }
+
+    /// Encodes an item as field `tag` of the level `D - 1` message, with `encode` writing its
+    /// body, into the event under construction; when it does not fit, the event so far is
+    /// flushed to `emit` first and the item starts the next one.
+    pub(crate) fn item(
         &mut self,
-        from: usize,
-        fixed: &[usize; D],
-        item_len: usize,
-    ) -> Option<usize> {
-        let from = from.min(self.path.depth);
-        let grown = self.path.grown(from, fixed, item_len);
+        tag: u32,
+        encode: impl FnOnce(&mut Vec<u8>),
+        emit: &mut dyn FnMut(&[u8], usize),
+    ) -> Result<(), TooLarge> {
+        let (open_before, body_before, nodes_before) =
+            (self.open, self.body.len(), self.nodes.len());
+        // The first level whose message opens for this item (0: a new event).
+        let from = if self.items == 0 { 0 } else { self.open + 1 };
+        self.open_from(from.max(1));
+        let item_at = self.body.len();
+        let len = protobuf::message(&mut self.body, tag, encode);
+        let fixed = self.fixed();
+        let grown = self.path.grown(from, &fixed, len);
         if OpenPath::<D>::total(&grown) <= self.limit {
             self.commit(grown);
-            return Some(from);
+            return Ok(());
         }
-        if self.path.depth == 0 {
-            return None;
+        if self.items == 0 {
+            self.body.truncate(body_before);
+            self.nodes.truncate(nodes_before);
+            self.open = open_before;
+            return Err(TooLarge);
         }
-        self.flush();
-        let grown = self.path.grown(0, fixed, item_len);
-        if OpenPath::<D>::total(&grown) <= self.limit {
-            self.commit(grown);
-            return Some(0);
+        // Take the item out, flush the event before it, and start the next event with it.
+        self.carry.clear();
+        self.carry.extend_from_slice(&self.body[item_at..]);
+        self.body.truncate(body_before);
+        self.nodes.truncate(nodes_before);
+        self.open = open_before;
+        self.flush(emit);
+        let grown = self.path.grown(0, &fixed, len);
+        if OpenPath::<D>::total(&grown) > self.limit {
+            return Err(TooLarge);
         }
-        None
+        self.open_from(1);
+        self.body.extend_from_slice(&self.carry);
+        self.commit(grown);
+        Ok(())
+    }
+
+    /// Writes the event under construction, if it holds any item, to `emit`.
+    pub(crate) fn flush(&mut self, emit: &mut dyn FnMut(&[u8], usize)) {
+        if self.items == 0 {
+            return;
+        }
+        self.close_to(0);
+        self.out.clear();
+        let mut copied = 0;
+        for node in &self.nodes {
+            self.out.extend_from_slice(&self.body[copied..node.at]);
+            protobuf::len_prefix(&mut self.out, node.tag, node.len);
+            copied = node.at;
+        }
+        self.out.extend_from_slice(&self.body[copied..]);
+        debug_assert_eq!(self.out.len(), OpenPath::<D>::total(&self.path.len));
+        debug_assert!(self.out.len() <= self.limit);
+        emit(&self.out, self.items);
+        self.body.clear();
+        self.nodes.clear();
+        self.path = OpenPath::new();
+        self.items = 0;
+    }
+
+    fn fixed(&self) -> [usize; D] {
+        std::array::from_fn(|level| {
+            if level == 0 {
+                0
+            } else {
+                self.shells[level].len()
+            }
+        })
     }
 
     fn commit(&mut self, grown: [usize; D]) {
@@ -130,28 +237,33 @@ where
         self.items += 1;
     }
 
-    /// The request being filled, for the caller to push shells and items into.
-    pub(crate) fn request(&mut self) -> &mut R {
-        &mut self.req
+    /// Opens messages with the current shells at levels `from..D`.
+    fn open_from(&mut self, from: usize) {
+        for level in from..D {
+            self.open_nodes[level] = self.nodes.len();
+            self.nodes.push(Node {
+                at: self.body.len(),
+                tag: self.shells[level].tag,
+                len: 0,
+            });
+            self.body.extend_from_slice(&self.shells[level].prefix);
+        }
+        self.open = D - 1;
     }
 
-    /// Encodes and emits the current request, if it holds any item.
-    pub(crate) fn flush(&mut self) {
-        if self.items == 0 {
-            return;
+    /// Closes the open messages at the levels above `level`, innermost first: their lengths
+    /// are final, and their trailing fields follow their children.
+    fn close_to(&mut self, level: usize) {
+        while self.open > level {
+            let l = self.open;
+            self.nodes[self.open_nodes[l]].len = self.path.len[l];
+            self.body.extend_from_slice(&self.shells[l].suffix);
+            self.open -= 1;
         }
-        let req = std::mem::take(&mut self.req);
-        self.buf.clear();
-        req.encode(self.buf).expect("Vec<u8> grows as needed");
-        debug_assert_eq!(self.buf.len(), OpenPath::<D>::total(&self.path.len));
-        debug_assert!(self.buf.len() <= self.limit);
-        (self.emit)(self.buf, self.items);
-        self.path = OpenPath::new();
-        self.items = 0;
     }
 }
 
-impl<R, const D: usize, F> Drop for Packer<'_, R, D, F> {
+impl<const D: usize> Drop for Packer<D> {
     fn drop(&mut self) {
         // Callers flush explicitly; a packer dropped with items would lose them silently.
         debug_assert!(
@@ -164,15 +276,6 @@ impl<R, const D: usize, F> Drop for Packer<'_, R, D, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn field_len_counts_tag_varint_and_body() {
-        assert_eq!(field_len(0), 2);
-        assert_eq!(field_len(127), 129);
-        assert_eq!(field_len(128), 131);
-        assert_eq!(field_len(16_383), 16_386);
-        assert_eq!(field_len(16_384), 16_388);
-    }
 
     #[test]
     fn grown_matches_nested_encoding_across_varint_boundaries() {

@@ -2,18 +2,18 @@
 
 use std::fmt;
 use std::future::{Future, ready};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
-use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as SdkSpanExporter};
 
 use crate::core::{Config, Core};
-use crate::encode::pack_spans;
+use crate::encode::trace::{self, LEVELS};
 use crate::error::BuildError;
 use crate::layout;
+use crate::pack::Packer;
 use crate::stats::ExporterStats;
 use crate::writer::{EventCapture, Registration};
 
@@ -24,7 +24,9 @@ use crate::writer::{EventCapture, Registration};
 /// Works with the SDK's batch and simple span processors; see the crate docs.
 pub struct SpanExporter {
     core: Core,
-    resource: ResourceAttributesWithSchema,
+    resource: Resource,
+    /// Encoding buffers, reused across exports.
+    packer: Mutex<Packer<LEVELS>>,
 }
 
 impl fmt::Debug for SpanExporter {
@@ -55,6 +57,11 @@ impl SpanExporter {
         self.core.listening()
     }
 
+    /// A handle that tells whether a reader listens, for the listener-aware sampler and reader.
+    pub fn listener(&self) -> crate::Listener {
+        self.core.listener()
+    }
+
     /// Blocks until a reader listens or `timeout` passes; whether one listens. For short-lived
     /// programs whose output matters (batch jobs, tests). perf turns the enable bit on when
     /// it opens the event, a moment before it enables it: allow a short grace after this
@@ -72,9 +79,9 @@ impl SpanExporter {
         if !self.core.should_export()? {
             return Ok(());
         }
-        let resource_spans = group_spans_by_resource_and_scope(batch, &self.resource);
-        self.core.write_packed("spans", |limit, buf, sink| {
-            pack_spans(resource_spans, limit, buf, sink)
+        let mut packer = self.packer.lock().unwrap_or_else(|e| e.into_inner());
+        self.core.write_packed("spans", |sink| {
+            trace::pack(&mut packer, &self.resource, &batch, sink)
         })
     }
 }
@@ -90,7 +97,7 @@ impl SdkSpanExporter for SpanExporter {
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.resource = resource.into();
+        self.resource = resource.clone();
     }
 }
 
@@ -125,9 +132,11 @@ impl SpanExporterBuilder {
     /// error: the exporter is then disabled, says why once, and reports it in
     /// [`SpanExporter::registration`].
     pub fn build(self) -> Result<SpanExporter, BuildError> {
+        let core = self.config.build("traces")?;
         Ok(SpanExporter {
-            core: self.config.build("traces")?,
-            resource: ResourceAttributesWithSchema::default(),
+            packer: Mutex::new(Packer::new(core.max_buffer)),
+            core,
+            resource: Resource::builder_empty().build(),
         })
     }
 }

@@ -1,0 +1,272 @@
+//! `ResourceMetrics` from the SDK straight into `ExportMetricsServiceRequest` events.
+//! Field numbers are those of `opentelemetry/proto/metrics/v1/metrics.proto`; values map as
+//! opentelemetry-proto's transform maps them (the tests hold the two byte for byte).
+
+use opentelemetry_sdk::metrics::Temporality;
+use opentelemetry_sdk::metrics::data::{
+    AggregatedMetrics, Exemplar, ExponentialBucket, ExponentialHistogramDataPoint,
+    HistogramDataPoint, MetricData, ResourceMetrics,
+};
+
+use super::common::{attributes, nanos, resource, scope};
+use super::{Oversize, level};
+use crate::pack::Packer;
+use crate::protobuf::{
+    bytes, double, double_always, fixed64, fixed64_always, message, packed_fixed64, packed_varint,
+    sint32, varint,
+};
+
+/// Nesting levels of a metrics event: the request, ResourceMetrics, ScopeMetrics, Metric, and
+/// the data body (Sum, Gauge, ...) that holds the points.
+pub(crate) const LEVELS: usize = 5;
+
+/// Field numbers of the data bodies in `Metric`, and of the points in each.
+const GAUGE: u32 = 5;
+const SUM: u32 = 7;
+const HISTOGRAM: u32 = 9;
+const EXPONENTIAL_HISTOGRAM: u32 = 10;
+const DATA_POINTS: u32 = 1;
+
+/// A number type the SDK aggregates, as OTLP carries it.
+trait Number: Copy {
+    /// Writes the value as the `as_double` (field `double_field`) or `as_int` member of a
+    /// point's or exemplar's value oneof.
+    fn value(self, buf: &mut Vec<u8>, double_field: u32, int_field: u32);
+    fn into_f64(self) -> f64;
+}
+
+impl Number for f64 {
+    #[inline]
+    fn value(self, buf: &mut Vec<u8>, double_field: u32, _: u32) {
+        double_always(buf, double_field, self);
+    }
+    fn into_f64(self) -> f64 {
+        self
+    }
+}
+
+impl Number for i64 {
+    #[inline]
+    fn value(self, buf: &mut Vec<u8>, _: u32, int_field: u32) {
+        fixed64_always(buf, int_field, self as u64);
+    }
+    fn into_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Number for u64 {
+    #[inline]
+    fn value(self, buf: &mut Vec<u8>, _: u32, int_field: u32) {
+        // As the OTLP transform does: a u64 beyond i64::MAX has no int64 form and becomes 0.
+        fixed64_always(
+            buf,
+            int_field,
+            i64::try_from(self).unwrap_or_default() as u64,
+        );
+    }
+    fn into_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+/// Packs every data point of `metrics` into events of at most the packer's limit, handing
+/// each to `emit`; points keep their order, and a metric's points may be split over several
+/// events, each carrying the full resource, scope and metric metadata.
+pub(crate) fn pack(
+    packer: &mut Packer<LEVELS>,
+    metrics: &ResourceMetrics,
+    emit: &mut dyn FnMut(&[u8], usize),
+) -> Oversize {
+    let mut oversize = Oversize::default();
+    let res = metrics.resource();
+    let shell = packer.begin(level::RESOURCE, 1);
+    message(&mut shell.prefix, 1, |b| resource(b, res));
+    bytes(
+        &mut shell.suffix,
+        3,
+        res.schema_url().unwrap_or_default().as_bytes(),
+    );
+    for sm in metrics.scope_metrics() {
+        let shell = packer.begin(level::SCOPE, 2);
+        message(&mut shell.prefix, 1, |b| scope(b, sm.scope()));
+        let schema_url = sm.scope().schema_url().unwrap_or_default();
+        bytes(&mut shell.suffix, 3, schema_url.as_bytes());
+        for metric in sm.metrics() {
+            let shell = packer.begin(level::METRIC, 2);
+            bytes(&mut shell.prefix, 1, metric.name().as_bytes());
+            bytes(&mut shell.prefix, 2, metric.description().as_bytes());
+            bytes(&mut shell.prefix, 3, metric.unit().as_bytes());
+            let mut points = Points {
+                packer: &mut *packer,
+                emit: &mut *emit,
+                name: metric.name(),
+                oversize: &mut oversize,
+            };
+            match metric.data() {
+                AggregatedMetrics::F64(data) => points.data(data),
+                AggregatedMetrics::U64(data) => points.data(data),
+                AggregatedMetrics::I64(data) => points.data(data),
+            }
+        }
+    }
+    packer.flush(emit);
+    oversize
+}
+
+/// Packs the points of one metric.
+struct Points<'a> {
+    packer: &'a mut Packer<LEVELS>,
+    emit: &'a mut dyn FnMut(&[u8], usize),
+    name: &'a str,
+    oversize: &'a mut Oversize,
+}
+
+impl Points<'_> {
+    fn data<T: Number>(&mut self, data: &MetricData<T>) {
+        match data {
+            MetricData::Gauge(gauge) => {
+                self.packer.begin(level::DATA, GAUGE);
+                let start = gauge.start_time().map_or(0, nanos);
+                let time = nanos(gauge.time());
+                for dp in gauge.data_points() {
+                    self.point(|b| {
+                        number_point(b, start, time, dp.value(), dp.exemplars(), dp.attributes())
+                    });
+                }
+            }
+            MetricData::Sum(sum) => {
+                let shell = self.packer.begin(level::DATA, SUM);
+                varint(&mut shell.suffix, 2, temporality(sum.temporality()));
+                varint(&mut shell.suffix, 3, u64::from(sum.is_monotonic()));
+                let (start, time) = (nanos(sum.start_time()), nanos(sum.time()));
+                for dp in sum.data_points() {
+                    self.point(|b| {
+                        number_point(b, start, time, dp.value(), dp.exemplars(), dp.attributes())
+                    });
+                }
+            }
+            MetricData::Histogram(hist) => {
+                let shell = self.packer.begin(level::DATA, HISTOGRAM);
+                varint(&mut shell.suffix, 2, temporality(hist.temporality()));
+                let (start, time) = (nanos(hist.start_time()), nanos(hist.time()));
+                for dp in hist.data_points() {
+                    self.point(|b| histogram_point(b, start, time, dp));
+                }
+            }
+            MetricData::ExponentialHistogram(hist) => {
+                let shell = self.packer.begin(level::DATA, EXPONENTIAL_HISTOGRAM);
+                varint(&mut shell.suffix, 2, temporality(hist.temporality()));
+                let (start, time) = (nanos(hist.start_time()), nanos(hist.time()));
+                for dp in hist.data_points() {
+                    self.point(|b| exponential_point(b, start, time, dp));
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn point(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        if self.packer.item(DATA_POINTS, encode, self.emit).is_err() {
+            self.oversize.add(self.name);
+        }
+    }
+}
+
+/// `AggregationTemporality` as the OTLP transform maps it.
+fn temporality(t: Temporality) -> u64 {
+    match t {
+        Temporality::Delta => 1,
+        _ => 2,
+    }
+}
+
+/// The body of a `NumberDataPoint`.
+#[inline]
+fn number_point<'a, T: Number + 'a>(
+    buf: &mut Vec<u8>,
+    start: u64,
+    time: u64,
+    value: T,
+    exemplars: impl Iterator<Item = &'a Exemplar<T>>,
+    attrs: impl Iterator<Item = &'a opentelemetry::KeyValue>,
+) {
+    fixed64(buf, 2, start);
+    fixed64(buf, 3, time);
+    value.value(buf, 4, 6);
+    for ex in exemplars {
+        exemplar(buf, 5, ex);
+    }
+    attributes(buf, 7, attrs);
+}
+
+/// The body of a `HistogramDataPoint`.
+fn histogram_point<T: Number>(
+    buf: &mut Vec<u8>,
+    start: u64,
+    time: u64,
+    dp: &HistogramDataPoint<T>,
+) {
+    fixed64(buf, 2, start);
+    fixed64(buf, 3, time);
+    fixed64(buf, 4, dp.count());
+    double_always(buf, 5, dp.sum().into_f64());
+    packed_fixed64(buf, 6, dp.bucket_counts());
+    packed_fixed64(buf, 7, dp.bounds().map(f64::to_bits));
+    for ex in dp.exemplars() {
+        exemplar(buf, 8, ex);
+    }
+    attributes(buf, 9, dp.attributes());
+    if let Some(min) = dp.min() {
+        double_always(buf, 11, min.into_f64());
+    }
+    if let Some(max) = dp.max() {
+        double_always(buf, 12, max.into_f64());
+    }
+}
+
+/// The body of an `ExponentialHistogramDataPoint`.
+fn exponential_point<T: Number>(
+    buf: &mut Vec<u8>,
+    start: u64,
+    time: u64,
+    dp: &ExponentialHistogramDataPoint<T>,
+) {
+    attributes(buf, 1, dp.attributes());
+    fixed64(buf, 2, start);
+    fixed64(buf, 3, time);
+    fixed64(buf, 4, dp.count() as u64);
+    double_always(buf, 5, dp.sum().into_f64());
+    sint32(buf, 6, i32::from(dp.scale()));
+    fixed64(buf, 7, dp.zero_count());
+    buckets(buf, 8, dp.positive_bucket());
+    buckets(buf, 9, dp.negative_bucket());
+    for ex in dp.exemplars() {
+        exemplar(buf, 11, ex);
+    }
+    if let Some(min) = dp.min() {
+        double_always(buf, 12, min.into_f64());
+    }
+    if let Some(max) = dp.max() {
+        double_always(buf, 13, max.into_f64());
+    }
+    double(buf, 14, dp.zero_threshold());
+}
+
+fn buckets(buf: &mut Vec<u8>, field: u32, b: &ExponentialBucket) {
+    message(buf, field, |buf| {
+        sint32(buf, 1, b.offset());
+        packed_varint(buf, 2, b.counts());
+    });
+}
+
+/// An `Exemplar` as field `field`.
+fn exemplar<T: Number>(buf: &mut Vec<u8>, field: u32, ex: &Exemplar<T>) {
+    message(buf, field, |buf| {
+        fixed64(buf, 2, nanos(ex.time()));
+        ex.value.value(buf, 3, 6);
+        bytes(buf, 4, ex.span_id());
+        bytes(buf, 5, ex.trace_id());
+        attributes(buf, 7, ex.filtered_attributes());
+    });
+}

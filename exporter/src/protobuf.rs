@@ -1,0 +1,243 @@
+//! Protobuf wire primitives that write borrowed data straight into a byte buffer.
+//!
+//! Written by hand on top of prost's varint helpers: prost, like every Rust protobuf crate,
+//! encodes only its own generated message structs, and building those from the SDK's data
+//! clones every string and attribute, which is most of what an export used to cost. Fields
+//! are written as prost writes them (proto3: default scalars omitted, `optional` and oneof
+//! members always present, fields in field-number order), so what we write decodes to the
+//! same message and re-encodes to the same bytes (the tests check both).
+
+use prost::encoding::{encode_varint, encoded_len_varint};
+
+const VARINT: u32 = 0;
+const FIXED64: u32 = 1;
+const LEN: u32 = 2;
+const FIXED32: u32 = 5;
+
+#[inline]
+fn key(buf: &mut Vec<u8>, field: u32, wire_type: u32) {
+    encode_varint(u64::from(field << 3 | wire_type), buf);
+}
+
+/// A `uint32`/`uint64`/`int64`/enum/`bool` field, omitted when zero.
+#[inline]
+pub(crate) fn varint(buf: &mut Vec<u8>, field: u32, value: u64) {
+    if value != 0 {
+        key(buf, field, VARINT);
+        encode_varint(value, buf);
+    }
+}
+
+/// A varint field written even when zero (a oneof member).
+#[inline]
+pub(crate) fn varint_always(buf: &mut Vec<u8>, field: u32, value: u64) {
+    key(buf, field, VARINT);
+    encode_varint(value, buf);
+}
+
+/// A `sint32` field (zigzag), omitted when zero.
+#[inline]
+pub(crate) fn sint32(buf: &mut Vec<u8>, field: u32, value: i32) {
+    varint(buf, field, u64::from(((value << 1) ^ (value >> 31)) as u32));
+}
+
+/// A `fixed64` field, omitted when zero.
+#[inline]
+pub(crate) fn fixed64(buf: &mut Vec<u8>, field: u32, value: u64) {
+    if value != 0 {
+        fixed64_always(buf, field, value);
+    }
+}
+
+/// A `fixed64`/`sfixed64`/`double` field written even when zero: a oneof member or an
+/// `optional` field, where presence is part of the value.
+#[inline]
+pub(crate) fn fixed64_always(buf: &mut Vec<u8>, field: u32, value: u64) {
+    key(buf, field, FIXED64);
+    buf.extend_from_slice(&value.to_le_bytes());
+}
+
+/// A `double` field written even when zero (a oneof member or an `optional` field).
+#[inline]
+pub(crate) fn double_always(buf: &mut Vec<u8>, field: u32, value: f64) {
+    fixed64_always(buf, field, value.to_bits());
+}
+
+/// A `double` field, omitted when it equals 0.0 (as prost does, so -0.0 too).
+#[inline]
+pub(crate) fn double(buf: &mut Vec<u8>, field: u32, value: f64) {
+    if value != 0.0 {
+        fixed64_always(buf, field, value.to_bits());
+    }
+}
+
+/// A `fixed32` field, omitted when zero.
+#[inline]
+pub(crate) fn fixed32(buf: &mut Vec<u8>, field: u32, value: u32) {
+    if value != 0 {
+        key(buf, field, FIXED32);
+        buf.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// A `string` or `bytes` field, omitted when empty.
+#[inline]
+pub(crate) fn bytes(buf: &mut Vec<u8>, field: u32, value: &[u8]) {
+    if !value.is_empty() {
+        bytes_always(buf, field, value);
+    }
+}
+
+/// A `string` or `bytes` field written even when empty (a oneof member).
+#[inline]
+pub(crate) fn bytes_always(buf: &mut Vec<u8>, field: u32, value: &[u8]) {
+    key(buf, field, LEN);
+    encode_varint(value.len() as u64, buf);
+    buf.extend_from_slice(value);
+}
+
+/// A packed `repeated fixed64` or `repeated double` field, omitted when empty.
+#[inline]
+pub(crate) fn packed_fixed64(buf: &mut Vec<u8>, field: u32, values: impl Iterator<Item = u64>) {
+    match values.size_hint() {
+        (0, Some(0)) => {}
+        (n, Some(m)) if n == m => {
+            len_prefix(buf, field, n * 8);
+            buf.reserve(n * 8);
+            for v in values {
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        _ => {
+            let start = buf.len();
+            if message(buf, field, |buf| {
+                values.for_each(|v| buf.extend_from_slice(&v.to_le_bytes()))
+            }) == 0
+            {
+                buf.truncate(start);
+            }
+        }
+    }
+}
+
+/// A packed `repeated uint64` field, omitted when empty.
+#[inline]
+pub(crate) fn packed_varint(buf: &mut Vec<u8>, field: u32, values: impl Iterator<Item = u64>) {
+    let start = buf.len();
+    let len = message(buf, field, |buf| {
+        for v in values {
+            encode_varint(v, buf);
+        }
+    });
+    if len == 0 {
+        buf.truncate(start);
+    }
+}
+
+/// An embedded message (always written, even when its body is empty): the field's key, the
+/// body's length and the body that `body` writes. Returns the body's length.
+///
+/// The length comes first on the wire but is known only after the body: one byte is
+/// reserved, which fits bodies under 128 bytes (most attributes and values); a longer body
+/// is moved right by the extra length bytes.
+#[inline]
+pub(crate) fn message(buf: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) -> usize {
+    key(buf, field, LEN);
+    let at = buf.len();
+    buf.push(0);
+    body(buf);
+    let len = buf.len() - at - 1;
+    if len < 0x80 {
+        buf[at] = len as u8;
+    } else {
+        let extra = encoded_len_varint(len as u64) - 1;
+        buf.resize(buf.len() + extra, 0);
+        buf.copy_within(at + 1..at + 1 + len, at + 1 + extra);
+        let mut slot = &mut buf[at..at + 1 + extra];
+        encode_varint(len as u64, &mut slot);
+    }
+    len
+}
+
+/// The key and length of a length-delimited field of `len` bytes (the body follows).
+#[inline]
+pub(crate) fn len_prefix(buf: &mut Vec<u8>, field: u32, len: usize) {
+    key(buf, field, LEN);
+    encode_varint(len as u64, buf);
+}
+
+/// Encoded size of a length-delimited field with a one-byte key (field numbers below 16,
+/// as every nested field this crate packs by) holding a `len`-byte body.
+#[inline]
+pub(crate) fn field_len(len: usize) -> usize {
+    1 + encoded_len_varint(len as u64) + len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[derive(Clone, PartialEq, Message)]
+    struct Inner {
+        #[prost(string, tag = "1")]
+        s: String,
+        #[prost(sint32, tag = "2")]
+        z: i32,
+        #[prost(uint64, repeated, tag = "3")]
+        packed: Vec<u64>,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    struct Outer {
+        #[prost(message, optional, tag = "1")]
+        inner: Option<Inner>,
+        #[prost(fixed64, repeated, tag = "2")]
+        f: Vec<u64>,
+        #[prost(double, tag = "3")]
+        d: f64,
+        #[prost(fixed32, tag = "4")]
+        x: u32,
+    }
+
+    fn write(o: &Outer) -> Vec<u8> {
+        let mut buf = Vec::new();
+        if let Some(inner) = &o.inner {
+            message(&mut buf, 1, |b| {
+                bytes(b, 1, inner.s.as_bytes());
+                sint32(b, 2, inner.z);
+                packed_varint(b, 3, inner.packed.iter().copied());
+            });
+        }
+        packed_fixed64(&mut buf, 2, o.f.iter().copied());
+        double(&mut buf, 3, o.d);
+        fixed32(&mut buf, 4, o.x);
+        buf
+    }
+
+    #[test]
+    fn matches_prost_across_length_varint_boundaries() {
+        for n in [0usize, 1, 120, 126, 127, 128, 300, 16_380, 16_384, 20_000] {
+            let o = Outer {
+                inner: Some(Inner {
+                    s: "x".repeat(n),
+                    z: -(n as i32),
+                    packed: (0..n as u64 % 7).map(|v| v << 40).collect(),
+                }),
+                f: vec![n as u64; n % 5],
+                d: if n % 2 == 0 { -1.5 } else { 0.0 },
+                x: n as u32,
+            };
+            assert_eq!(write(&o), o.encode_to_vec(), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn field_len_counts_key_varint_and_body() {
+        assert_eq!(field_len(0), 2);
+        assert_eq!(field_len(127), 129);
+        assert_eq!(field_len(128), 131);
+        assert_eq!(field_len(16_383), 16_386);
+        assert_eq!(field_len(16_384), 16_388);
+    }
+}

@@ -1,0 +1,285 @@
+//! The span processor, the listener-aware sampler and the listener-aware metric reader, driven
+//! by the real SDK into the capture seam.
+
+use std::time::{Duration, Instant};
+
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry::trace::{Span as _, Tracer, TracerProvider as _};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{SdkMeterProvider, Temporality};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanProcessor as _};
+use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
+use otlp_user_events::proto::metrics::v1::{metric::Data, number_data_point};
+use otlp_user_events::{
+    EventCapture, ListenerAwareReader, ListenerAwareSampler, MetricsExporter,
+    UserEventsSpanProcessor, layout,
+};
+use tests::otlp::decode_events;
+use tests::sdk::full_span;
+
+fn processor(capture: &EventCapture, delay: Duration, shards: usize) -> UserEventsSpanProcessor {
+    UserEventsSpanProcessor::builder()
+        .with_capture(capture.clone())
+        .with_max_delay(delay)
+        .with_shards(shards)
+        .build()
+        .unwrap()
+}
+
+fn span_names(events: &[Vec<u8>]) -> Vec<String> {
+    let reqs: Vec<ExportTraceServiceRequest> = decode_events(events);
+    let mut names: Vec<String> = reqs
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .map(|s| s.name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Spans with 6 attributes and 1 event, named `t{thread}-{i}`.
+fn make_spans(provider: &SdkTracerProvider, thread: usize, n: usize) {
+    let tracer = provider.tracer("listener-aware-test");
+    for i in 0..n {
+        let mut span = tracer.start(format!("t{thread}-{i}"));
+        for a in 0..6 {
+            span.set_attribute(KeyValue::new(format!("attr.{a}"), format!("value-{i}")));
+        }
+        span.add_event("checkpoint", vec![]);
+        span.end();
+    }
+}
+
+#[test]
+fn the_processor_writes_every_span_exactly_once_from_many_threads() {
+    let capture = EventCapture::new();
+    let p = processor(&capture, Duration::from_secs(30), 3);
+    let stats = p.stats();
+    let provider = SdkTracerProvider::builder()
+        .with_resource(Resource::builder().with_service_name("threads").build())
+        .with_span_processor(p)
+        .build();
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let provider = &provider;
+            s.spawn(move || make_spans(provider, t, 500));
+        }
+    });
+    provider.force_flush().unwrap();
+    let events = capture.take();
+    let mut want: Vec<String> = (0..8)
+        .flat_map(|t| (0..500).map(move |i| format!("t{t}-{i}")))
+        .collect();
+    want.sort();
+    assert_eq!(span_names(&events), want);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.len() <= layout::HEADER_LEN + layout::DEFAULT_MAX_BUFFER)
+    );
+    let s = stats.snapshot();
+    assert_eq!(
+        (s.items_written, s.events_written),
+        (4000, events.len() as u64)
+    );
+    // Packed, not one span per event: at most a partly filled event per shard at the flush.
+    let per_event = 4000 / events.len();
+    assert!(per_event >= 20, "{per_event} spans per event");
+    let reqs: Vec<ExportTraceServiceRequest> = decode_events(&events);
+    assert!(reqs.iter().all(|r| {
+        r.resource_spans[0]
+            .resource
+            .as_ref()
+            .unwrap()
+            .attributes
+            .iter()
+            .any(|kv| kv.key == "service.name")
+    }));
+    provider.shutdown().unwrap();
+}
+
+#[test]
+fn a_partly_filled_event_goes_out_after_the_delay_without_a_flush() {
+    let capture = EventCapture::new();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor(&capture, Duration::from_millis(300), 2))
+        .build();
+    let ended = Instant::now();
+    make_spans(&provider, 0, 3);
+    assert!(
+        capture.events().is_empty(),
+        "three spans do not fill an event"
+    );
+    let deadline = ended + Duration::from_secs(10);
+    while capture.events().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(span_names(&capture.take()), ["t0-0", "t0-1", "t0-2"]);
+    provider.shutdown().unwrap();
+}
+
+#[test]
+fn shutdown_writes_what_is_pending_and_later_spans_are_ignored() {
+    let capture = EventCapture::new();
+    let p = processor(&capture, Duration::from_secs(30), 1);
+    let scope = InstrumentationScope::builder("s").build();
+    p.on_end(full_span(1, &scope));
+    p.on_end(full_span(2, &scope));
+    assert!(capture.events().is_empty());
+    p.shutdown().unwrap();
+    assert_eq!(span_names(&capture.take()).len(), 2);
+    p.on_end(full_span(3, &scope));
+    assert!(p.force_flush().is_err(), "after shutdown");
+    assert!(capture.events().is_empty());
+    assert!(p.shutdown().is_err(), "a second shutdown is refused");
+}
+
+#[test]
+fn an_oversize_span_is_dropped_and_counted_by_the_processor() {
+    let capture = EventCapture::new();
+    let p = processor(&capture, Duration::from_secs(30), 1);
+    let stats = p.stats();
+    let scope = InstrumentationScope::builder("s").build();
+    let mut big = full_span(1, &scope);
+    big.attributes.push(KeyValue::new("blob", "x".repeat(9000)));
+    p.on_end(full_span(0, &scope));
+    p.on_end(big);
+    p.on_end(full_span(2, &scope));
+    p.force_flush().unwrap();
+    let s = stats.snapshot();
+    assert_eq!((s.items_written, s.items_dropped_oversize), (2, 1));
+    assert_eq!(span_names(&capture.take()).len(), 2);
+}
+
+#[test]
+fn while_nobody_listens_the_sampler_records_nothing_and_spans_flow_once_a_reader_attaches() {
+    let capture = EventCapture::new();
+    capture.set_listening(false);
+    let p = processor(&capture, Duration::from_secs(30), 1);
+    let stats = p.stats();
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(ListenerAwareSampler::new(p.listener(), Sampler::AlwaysOn))
+        .with_span_processor(p)
+        .build();
+    let tracer = provider.tracer("t");
+    let span = tracer.start("unheard");
+    assert!(!span.is_recording(), "non-recording while nobody listens");
+    drop(span);
+    make_spans(&provider, 0, 50);
+    provider.force_flush().unwrap();
+    assert!(capture.events().is_empty());
+    assert_eq!(stats.snapshot().items_written, 0);
+
+    capture.set_listening(true);
+    let span = tracer.start("heard");
+    assert!(span.is_recording());
+    drop(span);
+    make_spans(&provider, 1, 50);
+    provider.force_flush().unwrap();
+    let names = span_names(&capture.take());
+    assert_eq!(names.len(), 51);
+    assert!(names.iter().all(|n| n == "heard" || n.starts_with("t1-")));
+    provider.shutdown().unwrap();
+}
+
+#[test]
+fn the_sampler_asks_the_wrapped_sampler_while_listening() {
+    let capture = EventCapture::new();
+    let p = processor(&capture, Duration::from_secs(30), 1);
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(ListenerAwareSampler::new(p.listener(), Sampler::AlwaysOff))
+        .with_span_processor(p)
+        .build();
+    assert!(!provider.tracer("t").start("off").is_recording());
+    provider.shutdown().unwrap();
+}
+
+/// The sum of every counter point in the captured events.
+fn counter_total(events: &[Vec<u8>]) -> i64 {
+    let reqs: Vec<ExportMetricsServiceRequest> = decode_events(events);
+    reqs.iter()
+        .flat_map(|r| &r.resource_metrics)
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .filter_map(|m| match &m.data {
+            Some(Data::Sum(s)) => Some(s.data_points.iter()),
+            _ => None,
+        })
+        .flatten()
+        .map(|p| match p.value {
+            Some(number_data_point::Value::AsInt(v)) => v,
+            _ => panic!("an integer counter"),
+        })
+        .sum()
+}
+
+#[test]
+fn the_reader_skips_collection_while_nobody_listens_and_loses_nothing() {
+    for temporality in [Temporality::Delta, Temporality::Cumulative] {
+        let capture = EventCapture::new();
+        capture.set_listening(false);
+        let exporter = MetricsExporter::builder()
+            .with_capture(capture.clone())
+            .with_temporality(temporality)
+            .build()
+            .unwrap();
+        let reader = ListenerAwareReader::builder(exporter)
+            .with_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let provider = SdkMeterProvider::builder().with_reader(reader).build();
+        let counter = provider.meter("m").u64_counter("requests").build();
+
+        counter.add(5, &[KeyValue::new("route", "/a")]);
+        provider.force_flush().unwrap();
+        assert!(
+            capture.events().is_empty(),
+            "{temporality:?}: nothing while nobody listens"
+        );
+
+        capture.set_listening(true);
+        counter.add(7, &[KeyValue::new("route", "/a")]);
+        provider.force_flush().unwrap();
+        assert_eq!(
+            counter_total(&capture.take()),
+            12,
+            "{temporality:?}: what was recorded while nobody listened arrives with the first export"
+        );
+        counter.add(1, &[KeyValue::new("route", "/a")]);
+        provider.force_flush().unwrap();
+        let want = match temporality {
+            Temporality::Delta => 1,
+            _ => 13,
+        };
+        assert_eq!(counter_total(&capture.take()), want, "{temporality:?}");
+        provider.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn the_reader_collects_on_its_interval_while_listening() {
+    let capture = EventCapture::new();
+    let exporter = MetricsExporter::builder()
+        .with_capture(capture.clone())
+        .build()
+        .unwrap();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(
+            ListenerAwareReader::builder(exporter)
+                .with_interval(Duration::from_millis(100))
+                .build()
+                .unwrap(),
+        )
+        .build();
+    provider.meter("m").u64_counter("ticks").build().add(3, &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while capture.events().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(counter_total(&capture.take()), 3);
+    provider.shutdown().unwrap();
+}
