@@ -4,5 +4,6 @@
 #![cfg(feature = "kernel")]
 
 mod exporter;
+mod listener_aware;
 mod pipeline;
 mod reader;
