@@ -7,3 +7,4 @@ mod exporter;
 mod listener_aware;
 mod pipeline;
 mod reader;
+mod upstream;
