@@ -107,6 +107,9 @@ pub(crate) struct Packer<const D: usize> {
     /// Items in the event under construction.
     items: usize,
     shells: [Shell; D],
+    /// The shells' lengths, recomputed when a shell changed since the last item.
+    fixed: [usize; D],
+    shells_changed: bool,
     /// Levels `1..=open` have an open message in the event (0: none).
     open: usize,
     /// Index in `nodes` of the open message at each level.
@@ -126,6 +129,8 @@ impl<const D: usize> Packer<D> {
             path: OpenPath::new(),
             items: 0,
             shells: std::array::from_fn(|_| Shell::default()),
+            fixed: [0; D],
+            shells_changed: false,
             open: 0,
             open_nodes: [0; D],
             body: Vec::with_capacity(limit),
@@ -146,6 +151,7 @@ impl<const D: usize> Packer<D> {
     pub(crate) fn begin(&mut self, level: usize, tag: u32) -> &mut Shell {
         debug_assert!((1..D).contains(&level));
         self.close_to(level - 1);
+        self.shells_changed = true;
         let shell = &mut self.shells[level];
         shell.tag = tag;
         shell.prefix.clear();
@@ -155,10 +161,12 @@ impl<const D: usize> Packer<D> {
 
     /// Encodes an item as field `tag` of the level `D - 1` message, with `encode` writing its
     /// body, into the event under construction; when it does not fit, the event so far is
-    /// flushed to `emit` first and the item starts the next one.
+    /// flushed to `emit` first and the item starts the next one. `large`: the body is usually
+    /// 128 bytes or more (see [`protobuf::large_message`]).
     pub(crate) fn item(
         &mut self,
         tag: u32,
+        large: bool,
         encode: impl FnOnce(&mut Vec<u8>),
         emit: &mut dyn FnMut(&[u8], usize),
     ) -> Result<(), TooLarge> {
@@ -168,8 +176,22 @@ impl<const D: usize> Packer<D> {
         let from = if self.items == 0 { 0 } else { self.open + 1 };
         self.open_from(from.max(1));
         let item_at = self.body.len();
-        let len = protobuf::message(&mut self.body, tag, encode);
-        let fixed = self.fixed();
+        let len = if large {
+            protobuf::large_message(&mut self.body, tag, encode)
+        } else {
+            protobuf::message(&mut self.body, tag, encode)
+        };
+        if self.shells_changed {
+            self.fixed = std::array::from_fn(|level| {
+                if level == 0 {
+                    0
+                } else {
+                    self.shells[level].len()
+                }
+            });
+            self.shells_changed = false;
+        }
+        let fixed = self.fixed;
         let grown = self.path.grown(from, &fixed, len);
         if OpenPath::<D>::total(&grown) <= self.limit {
             self.commit(grown);
@@ -219,16 +241,6 @@ impl<const D: usize> Packer<D> {
         self.nodes.clear();
         self.path = OpenPath::new();
         self.items = 0;
-    }
-
-    fn fixed(&self) -> [usize; D] {
-        std::array::from_fn(|level| {
-            if level == 0 {
-                0
-            } else {
-                self.shells[level].len()
-            }
-        })
     }
 
     fn commit(&mut self, grown: [usize; D]) {

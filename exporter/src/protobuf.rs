@@ -7,14 +7,25 @@
 //! members always present, fields in field-number order), so what we write decodes to the
 //! same message and re-encodes to the same bytes (the tests check both).
 
-use prost::encoding::{encode_varint, encoded_len_varint};
+use prost::encoding::encoded_len_varint;
 
 const VARINT: u32 = 0;
 const FIXED64: u32 = 1;
 const LEN: u32 = 2;
 const FIXED32: u32 = 5;
 
-#[inline]
+/// A base-128 varint. prost's `encode_varint` is generic over `BufMut` and not inlined into
+/// these call sites; most values here are one or two bytes.
+#[inline(always)]
+fn encode_varint(mut value: u64, buf: &mut Vec<u8>) {
+    while value >= 0x80 {
+        buf.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    buf.push(value as u8);
+}
+
+#[inline(always)]
 fn key(buf: &mut Vec<u8>, field: u32, wire_type: u32) {
     encode_varint(u64::from(field << 3 | wire_type), buf);
 }
@@ -142,20 +153,50 @@ pub(crate) fn packed_varint(buf: &mut Vec<u8>, field: u32, values: impl Iterator
 /// is moved right by the extra length bytes.
 #[inline]
 pub(crate) fn message(buf: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) -> usize {
+    sized_message::<1>(buf, field, body)
+}
+
+/// [`message`] for bodies that are usually 128 to 16,383 bytes long (spans, histogram
+/// points): two length bytes are reserved, so the body moves only when it is shorter or
+/// longer than that.
+#[inline]
+pub(crate) fn large_message(
+    buf: &mut Vec<u8>,
+    field: u32,
+    body: impl FnOnce(&mut Vec<u8>),
+) -> usize {
+    sized_message::<2>(buf, field, body)
+}
+
+#[inline(always)]
+fn sized_message<const RESERVED: usize>(
+    buf: &mut Vec<u8>,
+    field: u32,
+    body: impl FnOnce(&mut Vec<u8>),
+) -> usize {
     key(buf, field, LEN);
     let at = buf.len();
-    buf.push(0);
+    buf.extend_from_slice(&[0; RESERVED]);
     body(buf);
-    let len = buf.len() - at - 1;
-    if len < 0x80 {
-        buf[at] = len as u8;
-    } else {
-        let extra = encoded_len_varint(len as u64) - 1;
-        buf.resize(buf.len() + extra, 0);
-        buf.copy_within(at + 1..at + 1 + len, at + 1 + extra);
-        let mut slot = &mut buf[at..at + 1 + extra];
-        encode_varint(len as u64, &mut slot);
+    let len = buf.len() - at - RESERVED;
+    let need = encoded_len_varint(len as u64);
+    if need != RESERVED {
+        let body_at = at + RESERVED;
+        if need > RESERVED {
+            buf.resize(buf.len() + need - RESERVED, 0);
+            buf.copy_within(body_at..body_at + len, at + need);
+        } else {
+            buf.copy_within(body_at..body_at + len, at + need);
+            buf.truncate(at + need + len);
+        }
     }
+    // The length's bytes, written over the reserved ones.
+    let mut v = len as u64;
+    for b in &mut buf[at..at + need - 1] {
+        *b = v as u8 | 0x80;
+        v >>= 7;
+    }
+    buf[at + need - 1] = v as u8;
     len
 }
 
@@ -200,14 +241,19 @@ mod tests {
         x: u32,
     }
 
-    fn write(o: &Outer) -> Vec<u8> {
+    fn write(o: &Outer, large: bool) -> Vec<u8> {
         let mut buf = Vec::new();
         if let Some(inner) = &o.inner {
-            message(&mut buf, 1, |b| {
+            let body = |b: &mut Vec<u8>| {
                 bytes(b, 1, inner.s.as_bytes());
                 sint32(b, 2, inner.z);
                 packed_varint(b, 3, inner.packed.iter().copied());
-            });
+            };
+            if large {
+                large_message(&mut buf, 1, body);
+            } else {
+                message(&mut buf, 1, body);
+            }
         }
         packed_fixed64(&mut buf, 2, o.f.iter().copied());
         double(&mut buf, 3, o.d);
@@ -228,7 +274,12 @@ mod tests {
                 d: if n % 2 == 0 { -1.5 } else { 0.0 },
                 x: n as u32,
             };
-            assert_eq!(write(&o), o.encode_to_vec(), "n = {n}");
+            assert_eq!(write(&o, false), o.encode_to_vec(), "n = {n}");
+            assert_eq!(
+                write(&o, true),
+                o.encode_to_vec(),
+                "n = {n}, two bytes reserved"
+            );
         }
     }
 

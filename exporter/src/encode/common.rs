@@ -8,11 +8,15 @@ use opentelemetry_sdk::Resource;
 
 use crate::protobuf::{bytes, bytes_always, double_always, message, varint_always};
 
-/// Nanoseconds since the Unix epoch; 0 before it (as the OTLP transform does).
+/// Nanoseconds since the Unix epoch; 0 before it, and modulo 2^64 after 2554, as the OTLP
+/// transform does (in u64 arithmetic rather than its u128).
 #[inline]
 pub(crate) fn nanos(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| {
+        d.as_secs()
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(u64::from(d.subsec_nanos()))
+    })
 }
 
 /// A `KeyValue` as field `field` of the enclosing message.

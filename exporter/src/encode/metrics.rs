@@ -130,7 +130,7 @@ impl Points<'_> {
                 let start = gauge.start_time().map_or(0, nanos);
                 let time = nanos(gauge.time());
                 for dp in gauge.data_points() {
-                    self.point(|b| {
+                    self.point(false, |b| {
                         number_point(b, start, time, dp.value(), dp.exemplars(), dp.attributes())
                     });
                 }
@@ -141,7 +141,7 @@ impl Points<'_> {
                 varint(&mut shell.suffix, 3, u64::from(sum.is_monotonic()));
                 let (start, time) = (nanos(sum.start_time()), nanos(sum.time()));
                 for dp in sum.data_points() {
-                    self.point(|b| {
+                    self.point(false, |b| {
                         number_point(b, start, time, dp.value(), dp.exemplars(), dp.attributes())
                     });
                 }
@@ -151,7 +151,7 @@ impl Points<'_> {
                 varint(&mut shell.suffix, 2, temporality(hist.temporality()));
                 let (start, time) = (nanos(hist.start_time()), nanos(hist.time()));
                 for dp in hist.data_points() {
-                    self.point(|b| histogram_point(b, start, time, dp));
+                    self.point(true, |b| histogram_point(b, start, time, dp));
                 }
             }
             MetricData::ExponentialHistogram(hist) => {
@@ -159,15 +159,19 @@ impl Points<'_> {
                 varint(&mut shell.suffix, 2, temporality(hist.temporality()));
                 let (start, time) = (nanos(hist.start_time()), nanos(hist.time()));
                 for dp in hist.data_points() {
-                    self.point(|b| exponential_point(b, start, time, dp));
+                    self.point(true, |b| exponential_point(b, start, time, dp));
                 }
             }
         }
     }
 
     #[inline]
-    fn point(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
-        if self.packer.item(DATA_POINTS, encode, self.emit).is_err() {
+    fn point(&mut self, large: bool, encode: impl FnOnce(&mut Vec<u8>)) {
+        if self
+            .packer
+            .item(DATA_POINTS, large, encode, self.emit)
+            .is_err()
+        {
             self.oversize.add(self.name);
         }
     }

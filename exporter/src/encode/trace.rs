@@ -48,7 +48,10 @@ pub(crate) fn add_span(
     emit: &mut dyn FnMut(&[u8], usize),
     oversize: &mut Oversize,
 ) {
-    if packer.item(SPANS, |b| span_body(b, span), emit).is_err() {
+    if packer
+        .item(SPANS, true, |b| span_body(b, span), emit)
+        .is_err()
+    {
         oversize.add(&span.name);
     }
 }
