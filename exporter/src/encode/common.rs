@@ -6,7 +6,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 
-use crate::protobuf::{bytes, bytes_always, double_always, message, varint_always};
+use prost::encoding::encoded_len_varint;
+
+use crate::protobuf::{
+    bytes, bytes_always, double_always, field_len, len_prefix, message, varint_always,
+};
 
 /// Nanoseconds since the Unix epoch; 0 before it, and modulo 2^64 after 2554, as the OTLP
 /// transform does (in u64 arithmetic rather than its u128).
@@ -20,12 +24,43 @@ pub(crate) fn nanos(time: SystemTime) -> u64 {
 }
 
 /// A `KeyValue` as field `field` of the enclosing message.
+///
+/// Attributes are most of what an item holds, so scalar and string values, whose sizes are
+/// known up front, take a path that reserves the exact space once and writes each length
+/// directly; arrays go through [`message`]'s length fix-up.
 #[inline]
 pub(crate) fn key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
-    message(buf, field, |buf| {
-        bytes(buf, 1, key.as_bytes());
-        message(buf, 2, |buf| any_value(buf, value));
-    });
+    let Some(value_len) = scalar_value_len(value) else {
+        message(buf, field, |buf| {
+            bytes(buf, 1, key.as_bytes());
+            message(buf, 2, |buf| any_value(buf, value));
+        });
+        return;
+    };
+    let key_len = if key.is_empty() {
+        0
+    } else {
+        field_len(key.len())
+    };
+    let body = key_len + field_len(value_len);
+    buf.reserve(field_len(body) + 1);
+    len_prefix(buf, field, body);
+    bytes(buf, 1, key.as_bytes());
+    len_prefix(buf, 2, value_len);
+    any_value(buf, value);
+}
+
+/// The body length of the `AnyValue` of a scalar or string value; `None` for arrays and
+/// value kinds added after this crate.
+#[inline]
+fn scalar_value_len(value: &Value) -> Option<usize> {
+    Some(match value {
+        Value::Bool(_) => 2,
+        Value::I64(v) => 1 + encoded_len_varint(*v as u64),
+        Value::F64(_) => 9,
+        Value::String(v) => field_len(v.as_str().len()),
+        _ => return None,
+    })
 }
 
 /// Every attribute of `attrs` as repeated field `field`.
