@@ -93,9 +93,10 @@ impl Driver {
             for rep in 1..=self.reps {
                 for job in jobs {
                     done += 1;
-                    let m = self
+                    let mut m = self
                         .run_one(job)
                         .with_context(|| format!("{} on {}", job.variant.name, job.workload))?;
+                    m.rep = Some(rep);
                     eprintln!(
                         "[{done}/{total}] rep {rep}: {:<44} {:<28} {:>10.1} ns/{}{}",
                         job.workload.to_string(),

@@ -39,6 +39,61 @@ pub struct Cell {
     pub failed_checks: Vec<String>,
     /// Runs whose export count could be checked.
     pub checked: usize,
+    /// CPU ns per item by repetition, for runs the driver numbered.
+    pub by_rep: BTreeMap<usize, f64>,
+}
+
+/// A variant's own share of the CPU per item: its runs minus its baseline's (the SDK alone
+/// with the same reader or processor), paired by repetition, since the runs of one
+/// repetition ran next to each other under the same machine conditions.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Share {
+    /// Median of the per-repetition differences.
+    pub median: f64,
+    /// Smallest difference.
+    pub min: f64,
+    /// Largest difference.
+    pub max: f64,
+    /// Repetitions paired; 0 when the runs carry no repetition (difference of medians).
+    pub pairs: usize,
+}
+
+impl Share {
+    /// Whether the share stands out of the run-to-run noise: every repetition measured
+    /// the variant above its baseline.
+    pub fn clear(&self) -> bool {
+        self.min > 0.0
+    }
+}
+
+/// `a` divided by `b`'s own share, as far as the noise allows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Ratio {
+    /// `b`'s share is clear of the noise: the ratio of the median shares.
+    Point(f64),
+    /// `b`'s share is within the noise: `a`'s median share over `b`'s largest, a lower
+    /// bound.
+    AtLeast(f64),
+    /// No meaningful ratio (a share at or below zero, or missing).
+    None,
+}
+
+impl Ratio {
+    /// Whether it reaches `target` (a lower bound counts only if it does).
+    pub fn reaches(self, target: f64) -> bool {
+        match self {
+            Ratio::Point(r) | Ratio::AtLeast(r) => r >= target,
+            Ratio::None => false,
+        }
+    }
+
+    fn show(self) -> String {
+        match self {
+            Ratio::Point(r) => format!("{r:.2}x"),
+            Ratio::AtLeast(r) => format!(">={r:.2}x*"),
+            Ratio::None => "-".to_owned(),
+        }
+    }
 }
 
 /// Results grouped by workload, then by variant label (in the order of [`VARIANTS`]).
@@ -83,6 +138,10 @@ impl Report {
                         wall_ms: median(&wall).expect("runs is not empty"),
                         checked: checks.len(),
                         failed_checks: checks.into_iter().filter_map(Result::err).collect(),
+                        by_rep: runs
+                            .iter()
+                            .filter_map(|m| Some((m.rep?, m.cpu_ns_per_item)))
+                            .collect(),
                     };
                     row.push((label(v.name, listening), v, listening, cell));
                 }
@@ -108,17 +167,36 @@ impl Report {
             .map(|(_, _, _, c)| c)
     }
 
-    /// A variant's own share: its median minus its baseline's median (the SDK alone with
-    /// the same reader or processor).
-    pub fn share(&self, workload: Workload, variant: &Variant, listening: bool) -> Option<f64> {
+    /// A variant's own share (see [`Share`]); `None` for a baseline or without one.
+    pub fn share(&self, workload: Workload, variant: &Variant, listening: bool) -> Option<Share> {
         let baseline = match workload.kind {
             Kind::Spans => variant.spans_baseline,
             _ => variant.metrics_baseline,
         }?;
-        Some(
-            self.cell(workload, variant.name, listening)?.median
-                - self.cell(workload, baseline, true)?.median,
-        )
+        let cell = self.cell(workload, variant.name, listening)?;
+        let base = self.cell(workload, baseline, true)?;
+        let diffs: Vec<f64> = cell
+            .by_rep
+            .iter()
+            .filter_map(|(rep, x)| Some(x - base.by_rep.get(rep)?))
+            .collect();
+        Some(match median(&diffs) {
+            Some(m) => Share {
+                median: m,
+                min: diffs.iter().copied().fold(f64::INFINITY, f64::min),
+                max: diffs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                pairs: diffs.len(),
+            },
+            None => {
+                let d = cell.median - base.median;
+                Share {
+                    median: d,
+                    min: d,
+                    max: d,
+                    pairs: 0,
+                }
+            }
+        })
     }
 
     /// Every workload's runs in detail: median, spread, own share, wall time, checks.
@@ -137,8 +215,13 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "  {:<30}{:>10} {:>22}{:>11}  {:<15}{:>9}  exported",
-                "variant", "median", "[min - max]", "own share", "(baseline)", "wall ms"
+                "  {:<30}{:>10} {:>22}  {:<28}{:<16}{:>9}  exported",
+                "variant",
+                "median",
+                "[min - max]",
+                "own share [paired min, max]",
+                "(baseline)",
+                "wall ms"
             );
             for (name, variant, listening, c) in row {
                 let baseline = match workload.kind {
@@ -147,7 +230,9 @@ impl Report {
                 };
                 let share = self
                     .share(*workload, variant, *listening)
-                    .map_or("-".to_owned(), |s| format!("{s:.1}"));
+                    .map_or("-".to_owned(), |s| {
+                        format!("{:.1} [{:.0}, {:.0}]", s.median, s.min, s.max)
+                    });
                 let check = if !c.failed_checks.is_empty() {
                     format!("FAILED: {}", c.failed_checks.join("; "))
                 } else if c.checked == c.runs {
@@ -166,7 +251,7 @@ impl Report {
                 };
                 let _ = writeln!(
                     out,
-                    "  {:<30}{:>10.1} [{:>8.1} - {:>8.1}]{:>11}  {:<15}{:>9.1}  {}",
+                    "  {:<30}{:>10.1} [{:>8.1} - {:>8.1}]  {:<28}{:<16}{:>9.1}  {}",
                     name,
                     c.median,
                     c.min,
@@ -214,19 +299,13 @@ impl Report {
         for workload in self.cells.keys() {
             let mut row = vec![short(*workload)];
             for v in &shown {
-                row.push(match self.cell(*workload, v.name, true) {
-                    None => "-".to_owned(),
-                    Some(c) => match self.share(*workload, v, true) {
-                        Some(s) => format!("{:.0} ({:.0})", c.median, s),
-                        None => format!("{:.0}", c.median),
-                    },
-                });
+                row.push(self.total_and_share(*workload, v, true));
             }
             let mut targets = Vec::new();
             for o in &ours {
                 let share_ratio = self.ratio_of_shares(*workload, "upstream", o);
                 let total_ratio = self.ratio_of_totals(*workload, "otlp-http", o.name, true);
-                row.push(share_ratio.map_or("-".to_owned(), |r| format!("{r:.2}x")));
+                row.push(share_ratio.show());
                 row.push(total_ratio.map_or("-".to_owned(), |r| format!("{r:.2}x")));
                 if let Some(t) = self.target(*workload, o) {
                     targets.push(t);
@@ -240,6 +319,12 @@ impl Report {
             rows.push(row);
         }
         out.push_str(&markdown(&rows));
+        let _ = writeln!(
+            out,
+            "\nCells: median total (median own share, paired by repetition). * the share is within the \
+             run-to-run noise (some repetition measured it at or below the SDK alone): the ratio is then a \
+             lower bound, upstream's median share over ours' largest."
+        );
 
         // Nobody listening: the same variants with the enable bit left clear.
         let idle: Vec<&'static Variant> = VARIANTS
@@ -266,13 +351,7 @@ impl Report {
             for workload in self.cells.keys() {
                 let mut row = vec![short(*workload)];
                 for v in &idle {
-                    row.push(match self.cell(*workload, v.name, false) {
-                        None => "-".to_owned(),
-                        Some(c) => match self.share(*workload, v, false) {
-                            Some(s) => format!("{:.0} ({:.0})", c.median, s),
-                            None => format!("{:.0}", c.median),
-                        },
-                    });
+                    row.push(self.total_and_share(*workload, v, false));
                 }
                 let baselines: Vec<String> = ["sdk-only", "sdk-only-sync"]
                     .iter()
@@ -298,13 +377,38 @@ impl Report {
         out
     }
 
-    fn ratio_of_shares(&self, workload: Workload, over: &str, ours: &Variant) -> Option<f64> {
-        let over = VARIANTS.iter().find(|v| v.name == over)?;
-        let (a, b) = (
-            self.share(workload, over, true)?,
-            self.share(workload, ours, true)?,
-        );
-        (b > 0.0).then_some(a / b)
+    /// `total (share)` for a summary cell; `*` marks a share within the noise.
+    fn total_and_share(&self, workload: Workload, v: &Variant, listening: bool) -> String {
+        match self.cell(workload, v.name, listening) {
+            None => "-".to_owned(),
+            Some(c) => match self.share(workload, v, listening) {
+                Some(s) if s.clear() => format!("{:.0} ({:.0})", c.median, s.median),
+                Some(s) => format!("{:.0} ({:.0}*)", c.median, s.median),
+                None => format!("{:.0}", c.median),
+            },
+        }
+    }
+
+    /// `over`'s own share divided by `ours`'s (see [`Ratio`]).
+    pub fn ratio_of_shares(&self, workload: Workload, over: &str, ours: &Variant) -> Ratio {
+        let Some(over) = VARIANTS.iter().find(|v| v.name == over) else {
+            return Ratio::None;
+        };
+        let (Some(a), Some(b)) = (
+            self.share(workload, over, true),
+            self.share(workload, ours, true),
+        ) else {
+            return Ratio::None;
+        };
+        if a.median <= 0.0 {
+            Ratio::None
+        } else if b.clear() {
+            Ratio::Point(a.median / b.median)
+        } else if b.max > 0.0 {
+            Ratio::AtLeast(a.median / b.max)
+        } else {
+            Ratio::None
+        }
     }
 
     fn ratio_of_totals(
@@ -324,13 +428,16 @@ impl Report {
     /// The issue's target for `ours` on `workload`, met or not, if it has one.
     fn target(&self, workload: Workload, ours: &Variant) -> Option<String> {
         let ratio = self.ratio_of_shares(workload, "upstream", ours);
-        let fmt_ratio = |r: Option<f64>| r.map_or("no ratio".to_owned(), |r| format!("{r:.2}x"));
+        let fmt_ratio = |r: Ratio| match r {
+            Ratio::None => "no ratio".to_owned(),
+            r => r.show(),
+        };
         let met = |ok: bool| if ok { "met" } else { "NOT met" };
         match workload.kind {
             Kind::Counter | Kind::Histogram if workload.size == 10_000 => Some(format!(
                 "{}: share >= 10x smaller: {} ({})",
                 ours.name,
-                met(ratio.is_some_and(|r| r >= 10.0)),
+                met(ratio.reaches(10.0)),
                 fmt_ratio(ratio)
             )),
             Kind::Spans => {
@@ -342,7 +449,7 @@ impl Report {
                 Some(format!(
                     "{}: share >= 5x smaller: {} ({}); total below upstream: {}; below otlp-http: {}",
                     ours.name,
-                    met(ratio.is_some_and(|r| r >= 5.0)),
+                    met(ratio.reaches(5.0)),
                     fmt_ratio(ratio),
                     below_upstream.map_or("not run", met),
                     below_otlp.map_or("not run", met),
@@ -417,6 +524,7 @@ mod tests {
             events: None,
             preload: None,
             max_rss_kib: 0,
+            rep: None,
         }
     }
 
@@ -442,8 +550,11 @@ mod tests {
         let r = Report::new(&results);
         let ours = crate::variant::variant("ours").unwrap();
         let w = results[0].workload;
-        assert_eq!(r.share(w, ours, true), Some(210.0));
-        assert_eq!(r.ratio_of_shares(w, "upstream", ours), Some(2200.0 / 210.0));
+        assert_eq!(r.share(w, ours, true).unwrap().median, 210.0);
+        assert_eq!(
+            r.ratio_of_shares(w, "upstream", ours),
+            Ratio::Point(2200.0 / 210.0)
+        );
         assert_eq!(r.ratio_of_totals(w, "otlp-http", "ours", true), Some(3.0));
         let summary = r.summary();
         assert!(summary.contains("| counter 10,000"), "{summary}");
@@ -466,5 +577,41 @@ mod tests {
             r.details()
                 .contains("FAILED: exported 19999 of 20000 items")
         );
+    }
+
+    #[test]
+    fn shares_pair_runs_of_the_same_repetition_and_flag_noise() {
+        let run = |variant: &str, rep: usize, per_item: f64| Measurement {
+            rep: Some(rep),
+            ..m(variant, true, per_item)
+        };
+        // The machine slows down in repetition 2; pairing cancels it.
+        let results = [
+            run("ours", 1, 110.0),
+            run("upstream", 1, 300.0),
+            run("sdk-only", 1, 100.0),
+            run("ours", 2, 230.0),
+            run("upstream", 2, 420.0),
+            run("sdk-only", 2, 200.0),
+            run("ours", 3, 95.0),
+            run("upstream", 3, 290.0),
+            run("sdk-only", 3, 100.0),
+        ];
+        let r = Report::new(&results);
+        let w = results[0].workload;
+        let ours = crate::variant::variant("ours").unwrap();
+        let share = r.share(w, ours, true).unwrap();
+        assert_eq!(
+            (share.median, share.min, share.max, share.pairs),
+            (10.0, -5.0, 30.0, 3)
+        );
+        assert!(!share.clear());
+        // Upstream's median paired share (200) over ours' largest (30).
+        assert_eq!(
+            r.ratio_of_shares(w, "upstream", ours),
+            Ratio::AtLeast(200.0 / 30.0)
+        );
+        assert!(r.summary().contains("(10*)"), "{}", r.summary());
+        assert!(r.summary().contains(">=6.67x*"), "{}", r.summary());
     }
 }

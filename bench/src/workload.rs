@@ -147,6 +147,10 @@ pub struct Measurement {
     pub preload: Option<PreloadStats>,
     /// Peak RSS of the process, KiB.
     pub max_rss_kib: u64,
+    /// The driver's repetition this run belongs to (1-based), so that runs of the same
+    /// repetition, which ran next to each other, can be compared pairwise.
+    #[serde(default)]
+    pub rep: Option<usize>,
 }
 
 impl Measurement {
@@ -327,6 +331,7 @@ pub fn measure(
         events: run.measured.events,
         preload: run.preload,
         max_rss_kib: sys::usage().max_rss_kib,
+        rep: None,
     })
 }
 
