@@ -30,7 +30,7 @@ mod variant;
 mod workload;
 
 pub use driver::{Driver, Job, Totals, find_variant, jobs, label};
-pub use report::{Report, median};
+pub use report::{Ratio, Report, Share, median, quantile};
 pub use sys::{Preload, PreloadStats, Usage, usage};
 pub use variant::{
     MetricsPipeline, Probe, Setup, SpanPipeline, UPSTREAM_METRICS_TRACEPOINT,
