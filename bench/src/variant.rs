@@ -109,6 +109,26 @@ pub static VARIANTS: &[Variant] = &[
         spans_baseline: Some("sdk-only"),
     },
     Variant {
+        name: "ours-processor",
+        about: "otlp-user-events: UserEventsSpanProcessor (encodes each span into a packing buffer in on_end, no queue)",
+        user_events: true,
+        receiver: false,
+        metrics: None,
+        spans: Some(ours_processor_spans),
+        metrics_baseline: None,
+        spans_baseline: Some("sdk-only-sync"),
+    },
+    Variant {
+        name: "ours-aware",
+        about: "otlp-user-events, listener-aware: MetricsExporter in a ListenerAwareReader; UserEventsSpanProcessor under a ListenerAwareSampler(AlwaysOn)",
+        user_events: true,
+        receiver: false,
+        metrics: Some(ours_aware_metrics),
+        spans: Some(ours_aware_spans),
+        metrics_baseline: Some("sdk-only"),
+        spans_baseline: Some("sdk-only-sync"),
+    },
+    Variant {
         name: "upstream",
         about: "opentelemetry-user-events-metrics 0.14 in a PeriodicReader; opentelemetry-user-events-trace 0.6 Processor (synchronous, one event per span)",
         user_events: true,
@@ -135,6 +155,16 @@ pub static VARIANTS: &[Variant] = &[
         receiver: false,
         metrics: Some(sdk_only_metrics),
         spans: Some(sdk_only_spans),
+        metrics_baseline: None,
+        spans_baseline: None,
+    },
+    Variant {
+        name: "sdk-always-off",
+        about: "the SDK alone with Sampler::AlwaysOff: every span non-recording, the floor of any sampler that drops spans",
+        user_events: false,
+        receiver: false,
+        metrics: None,
+        spans: Some(sdk_always_off_spans),
         metrics_baseline: None,
         spans_baseline: None,
     },
@@ -239,6 +269,75 @@ fn ours_spans(setup: &Setup) -> Result<SpanPipeline> {
                 events: Some(s.events_written),
             }
         }),
+    })
+}
+
+fn stats_probe(stats: otlp_user_events::ExporterStats) -> Probe {
+    Box::new(move || {
+        let s = stats.snapshot();
+        Written {
+            items: Some(s.items_written),
+            events: Some(s.events_written),
+        }
+    })
+}
+
+fn ours_processor(setup: &Setup) -> Result<otlp_user_events::UserEventsSpanProcessor> {
+    // The delay only bounds how long a partly filled event waits; rounds end in force_flush.
+    let _ = setup;
+    otlp_user_events::UserEventsSpanProcessor::builder()
+        .build()
+        .context("otlp_user_events::UserEventsSpanProcessor")
+}
+
+fn ours_processor_spans(setup: &Setup) -> Result<SpanPipeline> {
+    let processor = ours_processor(setup)?;
+    let written = stats_probe(processor.stats());
+    Ok(SpanPipeline {
+        provider: SdkTracerProvider::builder()
+            .with_resource(resource())
+            .with_span_processor(processor)
+            .build(),
+        written,
+    })
+}
+
+fn ours_aware_spans(setup: &Setup) -> Result<SpanPipeline> {
+    let processor = ours_processor(setup)?;
+    let written = stats_probe(processor.stats());
+    Ok(SpanPipeline {
+        provider: SdkTracerProvider::builder()
+            .with_resource(resource())
+            .with_sampler(otlp_user_events::ListenerAwareSampler::new(
+                processor.listener(),
+                opentelemetry_sdk::trace::Sampler::AlwaysOn,
+            ))
+            .with_span_processor(processor)
+            .build(),
+        written,
+    })
+}
+
+fn ours_aware_metrics(setup: &Setup) -> Result<MetricsPipeline> {
+    let exporter = otlp_user_events::MetricsExporter::builder()
+        .with_temporality(Temporality::Delta)
+        .build()
+        .context("otlp_user_events::MetricsExporter")?;
+    let written = stats_probe(exporter.stats());
+    let reader = otlp_user_events::ListenerAwareReader::builder(exporter)
+        .with_interval(Duration::from_secs(3600))
+        .build()
+        .context("otlp_user_events::ListenerAwareReader")?;
+    let limit = setup.series + 16;
+    Ok(MetricsPipeline {
+        provider: SdkMeterProvider::builder()
+            .with_resource(resource())
+            .with_reader(reader)
+            .with_view(move |_: &Instrument| {
+                Stream::builder().with_cardinality_limit(limit).build().ok()
+            })
+            .build(),
+        written,
     })
 }
 
@@ -406,6 +505,19 @@ fn sdk_only_spans(setup: &Setup) -> Result<SpanPipeline> {
     Ok(SpanPipeline {
         written: counter.probe(),
         provider: batch_provider(DropSpans(counter), setup),
+    })
+}
+
+fn sdk_always_off_spans(_setup: &Setup) -> Result<SpanPipeline> {
+    let counter = Counter::default();
+    Ok(SpanPipeline {
+        // Records nothing by design: there is no "every item exported" to check.
+        written: Box::new(Written::default),
+        provider: SdkTracerProvider::builder()
+            .with_resource(resource())
+            .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff)
+            .with_span_processor(DropProcessor(counter))
+            .build(),
     })
 }
 
