@@ -1,6 +1,6 @@
 //! From an event's fields to an OTLP request: pure, and every failure has a reason label.
 
-use otlp_user_events::layout;
+use ue_wire::layout;
 
 use crate::signal::{Request, Signal};
 

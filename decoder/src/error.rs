@@ -95,7 +95,7 @@ pub enum ReaderError {
     #[error(
         "registering tracepoint user_events:{tracepoint} failed ({}): {}",
         io::Error::from_raw_os_error(*errno),
-        register_hint(*errno)
+        ue_wire::register_hint(*errno)
     )]
     Register {
         /// The tracepoint's name.
@@ -171,28 +171,6 @@ pub enum ReaderError {
         /// The error.
         source: io::Error,
     },
-}
-
-fn register_hint(errno: i32) -> &'static str {
-    match errno {
-        libc::ENOTSUP => {
-            "no tracefs is mounted; mount it with `mount -t tracefs nodev /sys/kernel/tracing`"
-        }
-        libc::ENOENT => {
-            "tracefs has no user_events_data: the kernel is built without CONFIG_USER_EVENTS; \
-             use a kernel with it (Linux 6.4 or later), e.g. the project's VM `scripts/vm.sh`"
-        }
-        libc::EACCES | libc::EPERM => {
-            "permission denied on <tracefs>/user_events_data: run as root or give this user \
-             write access to it"
-        }
-        libc::EADDRINUSE => {
-            "the name is already registered with another field layout by another program; \
-             use another tracepoint name"
-        }
-        libc::EINVAL => "the kernel rejected the tracepoint definition",
-        _ => "user_events registration failed",
-    }
 }
 
 fn paranoid_hint(paranoid: Option<i32>) -> String {

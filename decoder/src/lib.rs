@@ -4,7 +4,7 @@
 //! [`TracepointReader`] opens one perf event per online CPU and tracepoint (`otlp_metrics`
 //! and `otlp_traces` by default), all of a CPU's events sharing one ring buffer, and hands
 //! out each event's fields; [`Event::payload`] decodes them with the layout the exporters
-//! share ([`otlp_user_events::layout`]). It can register the tracepoints itself
+//! share ([`ue_wire::layout`]). It can register the tracepoints itself
 //! ([`Registration`]) so it attaches before any application starts. Reading needs a kernel
 //! with `CONFIG_USER_EVENTS` (Linux 6.4+), tracefs, and root or CAP_PERFMON; every error
 //! says which is missing and how to fix it.

@@ -11,6 +11,7 @@ use ue_decoder::{
     BatchConfig, Batcher, GrpcConfig, HttpConfig, PerfDataReader, ReaderConfig, RetryConfig,
     RunConfig, Signal, SinkConfig, SinkSet, TracepointNames,
 };
+use ue_wire::layout;
 
 #[derive(Parser, Debug)]
 #[command(name = "ue-decoder", version, about, long_about = None)]
@@ -128,10 +129,10 @@ struct RunArgs {
     #[arg(long, env = "UE_TRACEFS")]
     tracefs: Option<PathBuf>,
     /// Tracepoint the metrics are read from.
-    #[arg(long, default_value = "otlp_metrics")]
+    #[arg(long, default_value = layout::METRICS_TRACEPOINT)]
     metrics_tracepoint: String,
     /// Tracepoint the spans are read from.
-    #[arg(long, default_value = "otlp_traces")]
+    #[arg(long, default_value = layout::TRACES_TRACEPOINT)]
     traces_tracepoint: String,
     /// Do not register the tracepoints; attach only to ones applications registered.
     #[arg(long)]
@@ -152,10 +153,10 @@ struct DecodeArgs {
     #[command(flatten)]
     sinks: SinkArgs,
     /// Tracepoint the metrics were recorded from.
-    #[arg(long, default_value = "otlp_metrics")]
+    #[arg(long, default_value = layout::METRICS_TRACEPOINT)]
     metrics_tracepoint: String,
     /// Tracepoint the spans were recorded from.
-    #[arg(long, default_value = "otlp_traces")]
+    #[arg(long, default_value = layout::TRACES_TRACEPOINT)]
     traces_tracepoint: String,
     /// With an endpoint: wait this long for the sends to finish.
     #[arg(long, default_value_t = 30)]

@@ -5,7 +5,7 @@
 //! reads the file with the `linux-perf-data` crate, maps every sample to its event
 //! through the file's event descriptions (`EVENT_DESC`: attr, name and ids), and decodes
 //! the raw data of the selected tracepoints the way the live reader does
-//! ([`decode_event`], on [`otlp_user_events::layout::decode`]). Samples that do not
+//! ([`decode_event`], on [`ue_wire::layout::decode`]). Samples that do not
 //! decode are counted by reason, samples of other events are counted and skipped, and
 //! the kernel's loss records are totalled: nothing is dropped silently.
 //!
@@ -27,7 +27,7 @@ use linux_perf_data::linux_perf_event_reader::{
     EventRecord, PerfEventType, RecordType, SampleRecord,
 };
 use linux_perf_data::{PerfFile, PerfFileReader, PerfFileRecord, PerfRecordIter};
-use otlp_user_events::layout;
+use ue_wire::layout;
 
 use crate::decode::decode_event;
 use crate::signal::{Request, Signal};

@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use otlp_user_events::layout::{self, LayoutError, Payload};
+use ue_wire::layout::{self, LayoutError, Payload};
 
 use crate::perf::{self, CpuEvents, Tracepoint};
 use crate::ring::Record;

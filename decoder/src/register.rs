@@ -1,15 +1,11 @@
 //! Registering a tracepoint from the reader's side, so the reader can attach before any
 //! application starts and the tracepoint outlives the applications that write it.
 
-use std::ffi::CString;
 use std::fmt;
-use std::pin::Pin;
 
-use otlp_user_events::layout;
-use tracepoint::TracepointState;
+use ue_wire::{Tracepoint, layout};
 
 use crate::ReaderError;
-use crate::sys;
 
 /// A user_events tracepoint registered with exactly the exporters' layout
 /// ([`layout::definition`]). The kernel keeps the tracepoint while any registration of it
@@ -20,7 +16,7 @@ use crate::sys;
 /// `tracepoint` crate's lookup), whatever tracefs path the reader was given.
 pub struct Registration {
     name: String,
-    state: Pin<Box<TracepointState>>,
+    tracepoint: Tracepoint,
 }
 
 impl Registration {
@@ -32,19 +28,14 @@ impl Registration {
         layout::validate_name(name).map_err(|e| ReaderError::Config {
             problem: e.to_string(),
         })?;
-        let definition =
-            CString::new(layout::definition(name)).expect("a validated name contains no NUL byte");
-        let state = Box::pin(TracepointState::new(0));
-        match sys::register_tracepoint(state.as_ref(), &definition) {
-            0 => Ok(Self {
-                name: name.to_owned(),
-                state,
-            }),
-            errno => Err(ReaderError::Register {
-                tracepoint: name.to_owned(),
-                errno,
-            }),
-        }
+        let tracepoint = Tracepoint::register(name).map_err(|errno| ReaderError::Register {
+            tracepoint: name.to_owned(),
+            errno,
+        })?;
+        Ok(Self {
+            name: name.to_owned(),
+            tracepoint,
+        })
     }
 
     /// The tracepoint's name.
@@ -55,7 +46,7 @@ impl Registration {
     /// Whether some perf event or ftrace instance is listening to the tracepoint now
     /// (the kernel's enable bit for this registration).
     pub fn listened_to(&self) -> bool {
-        self.state.enabled()
+        self.tracepoint.enabled()
     }
 }
 

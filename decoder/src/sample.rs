@@ -3,10 +3,10 @@
 
 use std::fmt;
 
-use otlp_user_events::layout;
 use perf_event_open_sys::bindings::{
     PERF_SAMPLE_CPU, PERF_SAMPLE_IDENTIFIER, PERF_SAMPLE_RAW, PERF_SAMPLE_TID, PERF_SAMPLE_TIME,
 };
+use ue_wire::layout;
 
 /// The `perf_event_attr.sample_type` the reader opens its events with, and that
 /// [`Sample::parse`] expects: `IDENTIFIER | TID | TIME | CPU | RAW`.

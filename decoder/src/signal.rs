@@ -1,54 +1,10 @@
 //! The two OTLP signals the decoder carries and the batches it hands to sinks.
 
-use std::fmt;
-
 use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
-/// An OTLP signal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Signal {
-    /// Metrics, from the `otlp_metrics` tracepoint.
-    Metrics,
-    /// Spans, from the `otlp_traces` tracepoint.
-    Traces,
-}
-
-impl Signal {
-    /// Both signals.
-    pub const ALL: [Signal; 2] = [Signal::Metrics, Signal::Traces];
-
-    /// Lower-case name, as in `--signals metrics,traces`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Metrics => "metrics",
-            Self::Traces => "traces",
-        }
-    }
-
-    /// The OTLP/HTTP path for this signal.
-    pub fn http_path(self) -> &'static str {
-        match self {
-            Self::Metrics => "/v1/metrics",
-            Self::Traces => "/v1/traces",
-        }
-    }
-
-    /// The default tracepoint this signal is read from.
-    pub fn default_tracepoint(self) -> &'static str {
-        match self {
-            Self::Metrics => otlp_user_events::layout::METRICS_TRACEPOINT,
-            Self::Traces => otlp_user_events::layout::TRACES_TRACEPOINT,
-        }
-    }
-}
-
-impl fmt::Display for Signal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use ue_wire::Signal;
 
 /// One OTLP export request of either signal.
 #[derive(Clone, Debug, PartialEq)]

@@ -12,7 +12,7 @@ use crate::tracefs::Tracefs;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Check {
     /// What was checked.
-    pub what: &'static str,
+    pub what: String,
     /// Whether the live path can work as far as this check goes.
     pub ok: bool,
     /// What was found.
@@ -37,14 +37,14 @@ pub fn host_status(tracefs_override: Option<&Path>) -> Vec<Check> {
     let mut checks = vec![kernel_version()];
     match Tracefs::locate(tracefs_override) {
         Err(e) => checks.push(Check {
-            what: "tracefs",
+            what: "tracefs".into(),
             ok: false,
             found: "not mounted".into(),
             fix: Some(e.to_string()),
         }),
         Ok(t) => {
             checks.push(Check {
-                what: "tracefs",
+                what: "tracefs".into(),
                 ok: true,
                 found: format!("mounted at {}", t.root().display()),
                 fix: None,
@@ -54,11 +54,7 @@ pub fn host_status(tracefs_override: Option<&Path>) -> Vec<Check> {
                 let name = signal.default_tracepoint();
                 let registered = t.event_dir(name).exists();
                 checks.push(Check {
-                    what: if signal == Signal::Metrics {
-                        "otlp_metrics event"
-                    } else {
-                        "otlp_traces event"
-                    },
+                    what: format!("{name} event"),
                     ok: true,
                     found: if registered {
                         "registered (an application or reader holds it)".into()
@@ -83,7 +79,7 @@ fn kernel_version() -> Check {
     let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     let ok = version >= (6, 4);
     Check {
-        what: "kernel",
+        what: "kernel".into(),
         ok,
         found: format!("Linux {release} (user_events needs 6.4 or later)"),
         fix: Some("run a kernel 6.4 or later built with CONFIG_USER_EVENTS=y, or the project's VM: scripts/vm.sh -- ue-decoder ...".into()),
@@ -94,7 +90,7 @@ fn user_events(t: &Tracefs) -> Check {
     let data = t.user_events_data();
     match fs::metadata(&data) {
         Err(_) => Check {
-            what: "user_events",
+            what: "user_events".into(),
             ok: false,
             found: format!("{} is missing: the kernel lacks CONFIG_USER_EVENTS", data.display()),
             fix: Some(
@@ -106,7 +102,7 @@ fn user_events(t: &Tracefs) -> Check {
             use std::os::unix::fs::PermissionsExt as _;
             let writable = fs::OpenOptions::new().write(true).open(&data).is_ok();
             Check {
-                what: "user_events",
+                what: "user_events".into(),
                 ok: writable,
                 found: format!(
                     "{} (mode {:o}){}",
@@ -144,7 +140,7 @@ fn perf_privileges() -> Check {
     let privileged = has(CAP_PERFMON) || has(CAP_SYS_ADMIN);
     let ok = privileged || paranoid == Some(-1);
     Check {
-        what: "perf privileges",
+        what: "perf privileges".into(),
         ok,
         found: format!(
             "perf_event_paranoid = {}, {}",

@@ -1,5 +1,6 @@
 //! Every `unsafe` operation of the crate, each behind a safe function: the perf syscalls
-//! and ioctls, the ring buffer's shared memory, epoll, and the user_events registration.
+//! and ioctls, the ring buffer's shared memory and epoll (registering a user_events tracepoint is
+//! `ue-wire`'s).
 //!
 //! The ring is the subtle part. The kernel writes records into the data area and then
 //! publishes them by advancing `data_head`; we read `data_head` with Acquire, read the bytes
@@ -8,17 +9,15 @@
 //! and [`Window::commit`] consumes the window, so no slice outlives the store that lets the
 //! kernel overwrite it.
 
-use std::ffi::{CStr, c_int, c_ulong};
+use std::ffi::{c_int, c_ulong};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::pin::Pin;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use perf_event_open_sys::bindings::{PERF_FLAG_FD_CLOEXEC, perf_event_attr, perf_event_mmap_page};
 use perf_event_open_sys::{self as pe};
-use tracepoint::TracepointState;
 
 /// The size of a memory page.
 pub(crate) fn page_size() -> usize {
@@ -70,14 +69,6 @@ pub(crate) fn perf_event_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
     // SAFETY: ID writes one u64 through the pointer, which points at a live local.
     check(unsafe { pe::ioctls::ID(fd.as_raw_fd(), &mut id) })?;
     Ok(id)
-}
-
-/// Registers a user_events tracepoint; returns 0 or an errno.
-pub(crate) fn register_tracepoint(state: Pin<&TracepointState>, definition: &CStr) -> i32 {
-    // SAFETY: `register` requires that the state is unregistered before its memory is
-    // freed. The state is pinned and `TracepointState` is `!Unpin`, so Pin's drop guarantee
-    // says its memory is not reused before its Drop runs, and that Drop unregisters it.
-    unsafe { state.register(definition) }
 }
 
 /// An epoll instance.

@@ -7,7 +7,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use otlp_user_events::layout;
+use ue_wire::layout;
 
 use crate::ReaderError;
 

@@ -11,7 +11,8 @@
 //! holding as many data points or spans as fit in the buffer limit, 8,168 bytes by default:
 //! the most that reaches a perf reader (larger events are dropped by the kernel's perf path
 //! while `writev` still reports success). The field layout is that of the upstream
-//! `opentelemetry-user-events-metrics` crate, defined once in [`layout`].
+//! `opentelemetry-user-events-metrics` crate, defined once in [`layout`] (the `ue-wire` crate,
+//! which the decoder shares).
 //!
 //! ```
 //! use opentelemetry::global;
@@ -44,7 +45,6 @@
 mod core;
 mod encode;
 mod error;
-pub mod layout;
 mod listener;
 mod metrics;
 mod pack;
@@ -65,6 +65,9 @@ pub use processor::{DEFAULT_MAX_DELAY, UserEventsSpanProcessor, UserEventsSpanPr
 pub use stats::{ExporterStats, StatsSnapshot};
 pub use traces::{SpanExporter, SpanExporterBuilder};
 pub use writer::{EventCapture, Registration};
+
+/// The wire contract both sides share: tracepoint names, field layout, rel_loc, size limits.
+pub use ue_wire::layout;
 
 /// The OTLP protobuf message types the events carry, re-exported for readers and tests.
 pub use opentelemetry_proto::tonic as proto;

@@ -1,15 +1,18 @@
-//! The only place the exporter touches the kernel: registering a user_events tracepoint and
-//! writing events to it. [`EventCapture`] replaces the kernel with memory, for tests and dry
-//! runs; it receives exactly the bytes that `writev` would have sent after the write index.
+//! The only place the exporter touches the kernel: a tracepoint registered and written
+//! through [`ue_wire::Tracepoint`], or [`EventCapture`], which replaces the kernel with
+//! memory for tests and dry runs; it receives exactly the bytes that `writev` would have
+//! sent after the write index.
 
 use std::fmt;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tracepoint::{EventDataDescriptor, TracepointState};
+use ue_wire::Tracepoint;
 
 use crate::layout;
+
+/// EBADF, what the kernel path reports for a tracepoint nobody listens to.
+const EBADF: i32 = 9;
 
 /// Outcome of registering a tracepoint with the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,41 +41,13 @@ impl fmt::Display for Registration {
         match self {
             Self::Registered => f.write_str("registered"),
             Self::Capture => f.write_str("writing to an in-memory capture"),
-            Self::Failed { errno } => {
-                let why = match *errno {
-                    libc_errno::ENOTSUP => {
-                        "no tracefs is mounted; mount it with \
-                         `mount -t tracefs nodev /sys/kernel/tracing`"
-                    }
-                    libc_errno::ENOENT => {
-                        "tracefs has no user_events_data: the kernel is built without \
-                         CONFIG_USER_EVENTS (needs Linux 6.4 or later with it enabled)"
-                    }
-                    libc_errno::EACCES | libc_errno::EPERM => {
-                        "permission denied on tracefs user_events_data: run as root or grant \
-                         the process's user write access to <tracefs>/user_events_data"
-                    }
-                    libc_errno::EADDRINUSE => {
-                        "a tracepoint of this name is already registered with another field \
-                         layout; pick another name or remove the old one"
-                    }
-                    libc_errno::EINVAL => "the kernel rejected the tracepoint definition",
-                    _ => "registration failed",
-                };
-                write!(f, "user_events registration failed (errno {errno}): {why}")
-            }
+            Self::Failed { errno } => write!(
+                f,
+                "user_events registration failed (errno {errno}): {}",
+                ue_wire::register_hint(*errno)
+            ),
         }
     }
-}
-
-/// errno values, spelled out here so the crate also builds where `libc` lacks them.
-mod libc_errno {
-    pub const EPERM: i32 = 1;
-    pub const ENOENT: i32 = 2;
-    pub const EACCES: i32 = 13;
-    pub const EINVAL: i32 = 22;
-    pub const ENOTSUP: i32 = 95;
-    pub const EADDRINUSE: i32 = 98;
 }
 
 /// An in-memory stand-in for the kernel: records every event an exporter writes.
@@ -126,7 +101,8 @@ impl EventCapture {
 }
 
 enum Backend {
-    Kernel(Pin<Box<TracepointState>>),
+    /// Registered with the kernel, or `None` when the kernel refused.
+    Kernel(Option<Tracepoint>),
     Capture(EventCapture),
 }
 
@@ -148,20 +124,12 @@ impl Writer {
     /// Registers `name` with the kernel. Failure is not an error here: the writer then
     /// reports [`Registration::Failed`] and stays disabled.
     pub(crate) fn register(name: &str) -> Self {
-        let state = Box::pin(TracepointState::new(0));
-        let definition = std::ffi::CString::new(layout::definition(name))
-            .expect("validated names contain no NUL");
-        // SAFETY: `register` requires that the state is not deallocated while registered.
-        // It is pinned in a Box owned by this Writer, and TracepointState unregisters itself
-        // in Drop before the Box frees it.
-        let errno = unsafe { state.as_ref().register(&definition) };
-        let registration = if errno == 0 {
-            Registration::Registered
-        } else {
-            Registration::Failed { errno }
+        let (tracepoint, registration) = match Tracepoint::register(name) {
+            Ok(t) => (Some(t), Registration::Registered),
+            Err(errno) => (None, Registration::Failed { errno }),
         };
         Self {
-            backend: Backend::Kernel(state),
+            backend: Backend::Kernel(tracepoint),
             registration,
         }
     }
@@ -182,7 +150,7 @@ impl Writer {
     #[inline]
     pub(crate) fn enabled(&self) -> bool {
         match &self.backend {
-            Backend::Kernel(state) => state.enabled(),
+            Backend::Kernel(tracepoint) => tracepoint.as_ref().is_some_and(Tracepoint::enabled),
             Backend::Capture(c) => c.0.listening.load(Ordering::Relaxed),
         }
     }
@@ -190,23 +158,14 @@ impl Writer {
     /// Writes one event whose buffer is `otlp`. Returns the errno on failure; EBADF means
     /// the last reader went away since [`enabled`](Self::enabled) was checked.
     pub(crate) fn write(&self, otlp: &[u8]) -> Result<(), i32> {
-        let header = layout::header(otlp.len());
         match &self.backend {
-            Backend::Kernel(state) => {
-                let mut data = [
-                    EventDataDescriptor::zero(),
-                    EventDataDescriptor::from_bytes(&header),
-                    EventDataDescriptor::from_bytes(otlp),
-                ];
-                match state.write(&mut data) {
-                    0 => Ok(()),
-                    errno => Err(errno),
-                }
-            }
+            Backend::Kernel(Some(tracepoint)) => tracepoint.write(otlp),
+            Backend::Kernel(None) => Err(EBADF),
             Backend::Capture(c) => {
                 if !c.0.listening.load(Ordering::Relaxed) {
-                    return Err(9); // EBADF, as the kernel path reports a disabled tracepoint
+                    return Err(EBADF);
                 }
+                let header = layout::header(otlp.len());
                 let mut event = Vec::with_capacity(header.len() + otlp.len());
                 event.extend_from_slice(&header);
                 event.extend_from_slice(otlp);
@@ -221,8 +180,8 @@ impl Writer {
 
     /// Unregisters from the kernel; later writes do nothing.
     pub(crate) fn unregister(&self) {
-        if let Backend::Kernel(state) = &self.backend {
-            state.unregister();
+        if let Backend::Kernel(Some(tracepoint)) = &self.backend {
+            tracepoint.unregister();
         }
     }
 }

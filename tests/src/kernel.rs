@@ -5,13 +5,10 @@
 //! `scripts/test.sh` does by itself); they skip only when asked to with
 //! `UE_SKIP_KERNEL_TESTS=1`, and say so.
 
-use std::ffi::CString;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use otlp_user_events::layout;
-use tracepoint::{EventDataDescriptor, TracepointState};
 use ue_decoder::{ReaderConfig, Tracefs, TracepointReader};
+use ue_wire::{Tracepoint, layout};
 
 /// Whether to run a kernel test: true when this kernel has user_events. Without it, panics
 /// with what to do, unless `UE_SKIP_KERNEL_TESTS=1` asks for an explicit, printed skip.
@@ -104,7 +101,7 @@ pub fn read(reader: &mut TracepointReader, want: usize, patience: Duration) -> V
 
 /// A tracepoint registered with the exporters' layout (or any definition), written raw, to
 /// control event sizes exactly.
-pub struct RawWriter(Pin<Box<TracepointState>>);
+pub struct RawWriter(Tracepoint);
 
 impl RawWriter {
     /// Registers `name` with the exporters' layout.
@@ -114,13 +111,10 @@ impl RawWriter {
 
     /// Registers `definition` (`name fields...`) as given.
     pub fn register_raw(definition: &str) -> Self {
-        let state = Box::pin(TracepointState::new(0));
-        let def = CString::new(definition).unwrap();
-        // SAFETY: the state is pinned in a Box and unregisters itself in Drop before the Box
-        // frees it.
-        let errno = unsafe { state.as_ref().register(&def) };
-        assert_eq!(errno, 0, "registering {definition}");
-        Self(state)
+        match Tracepoint::register_definition(definition) {
+            Ok(t) => Self(t),
+            Err(errno) => panic!("registering {definition}: errno {errno}"),
+        }
     }
 
     /// The kernel's enable bit for this registration.
@@ -130,13 +124,7 @@ impl RawWriter {
 
     /// Writes one event carrying `otlp`; returns the errno (0 on success).
     pub fn write(&self, otlp: &[u8]) -> i32 {
-        let header = layout::header(otlp.len());
-        let mut data = [
-            EventDataDescriptor::zero(),
-            EventDataDescriptor::from_bytes(&header),
-            EventDataDescriptor::from_bytes(otlp),
-        ];
-        self.0.write(&mut data)
+        self.0.write(otlp).err().unwrap_or(0)
     }
 }
 

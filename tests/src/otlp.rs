@@ -1,12 +1,12 @@
 //! Flattening OTLP requests to one entry per data point or span, so that requests compare
 //! equal however they were packed into events (and NaN compares by its bits).
 
-use otlp_user_events::layout;
 use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
 use otlp_user_events::proto::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics, metric::Data};
 use otlp_user_events::proto::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
+use ue_wire::layout;
 
 /// One entry per data point: its resource, scope and metric metadata and the point, each
 /// encoded, in request order.

@@ -68,6 +68,14 @@ pub(crate) fn classify_status(status: u16) -> HttpClass {
     }
 }
 
+/// The OTLP/HTTP path of a signal's requests.
+fn http_path(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Metrics => "/v1/metrics",
+        Signal::Traces => "/v1/traces",
+    }
+}
+
 /// The sink's URL for each signal, per the endpoint rules of [`HttpConfig::endpoint`].
 pub(crate) fn signal_urls(endpoint: &str) -> Result<[Url; 2], String> {
     let base = Url::parse(endpoint).map_err(|e| e.to_string())?;
@@ -80,12 +88,12 @@ pub(crate) fn signal_urls(endpoint: &str) -> Result<[Url; 2], String> {
     let path = base.path().trim_end_matches('/');
     let prefix = Signal::ALL
         .iter()
-        .find_map(|s| path.strip_suffix(s.http_path()))
+        .find_map(|s| path.strip_suffix(http_path(*s)))
         .unwrap_or(path)
         .to_owned();
     Ok(Signal::ALL.map(|s| {
         let mut url = base.clone();
-        url.set_path(&format!("{prefix}{}", s.http_path()));
+        url.set_path(&format!("{prefix}{}", http_path(s)));
         url
     }))
 }

@@ -7,12 +7,13 @@ use std::time::Duration;
 use opentelemetry::InstrumentationScope;
 use opentelemetry_sdk::metrics::Temporality;
 use opentelemetry_sdk::trace::SpanExporter as _;
-use otlp_user_events::{EventCapture, MetricsExporter, Registration, SpanExporter, layout};
+use otlp_user_events::{EventCapture, MetricsExporter, Registration, SpanExporter};
 use tests::block_on;
 use tests::kernel::{self, Got};
 use tests::otlp::{metric_points, metric_points_of_events, spans, spans_of_events};
 use tests::sdk::{full_span, provider_with, record_everything, record_series};
 use tests::tee::{TeeMetrics, TeeSpans};
+use ue_wire::layout;
 
 fn metrics_exporter(name: &str, max_buffer: usize) -> MetricsExporter {
     let e = MetricsExporter::builder()

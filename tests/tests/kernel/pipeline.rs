@@ -450,7 +450,7 @@ fn a_paced_burst_of_5k_points_per_second_arrives_whole_with_no_kernel_loss() {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        assert_eq!(writer.write(&e[otlp_user_events::layout::HEADER_LEN..]), 0);
+        assert_eq!(writer.write(&e[ue_wire::layout::HEADER_LEN..]), 0);
     }
     let elapsed = started.elapsed().as_secs_f64();
     eprintln!(

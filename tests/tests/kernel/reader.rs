@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use otlp_user_events::layout;
 use tests::kernel::{self, Got, RawWriter};
 use ue_decoder::{ReaderConfig, ReaderError, TracepointReader};
+use ue_wire::layout;
 
 fn config(names: &[&str], ring_kib: usize) -> ReaderConfig {
     ReaderConfig {
