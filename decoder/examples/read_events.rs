@@ -11,11 +11,7 @@ use std::error::Error;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
-use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
-use otlp_user_events::proto::metrics::v1::metric::Data;
-use prost::Message;
-use ue_decoder::{Event, ReaderConfig, TracepointReader};
+use ue_decoder::{Event, ReaderConfig, Request, Signal, TracepointReader};
 
 fn main() -> ExitCode {
     match run() {
@@ -72,38 +68,17 @@ fn print_event(event: Event<'_>) {
             return;
         }
     };
-    let what = match event.tracepoint {
-        "otlp_metrics" => ExportMetricsServiceRequest::decode(payload.buffer)
-            .map(|r| format!("data_points={}", data_points(&r))),
-        _ => ExportTraceServiceRequest::decode(payload.buffer).map(|r| {
-            let spans: usize = r
-                .resource_spans
-                .iter()
-                .flat_map(|rs| &rs.scope_spans)
-                .map(|ss| ss.spans.len())
-                .sum();
-            format!("spans={spans}")
-        }),
-    };
+    // The default configuration reads each signal's default tracepoint, in Signal::ALL order.
+    let signal = Signal::ALL[event.index];
+    let what = Request::decode(signal, payload.buffer).map(|r| {
+        let unit = match signal {
+            Signal::Metrics => "data_points",
+            Signal::Traces => "spans",
+        };
+        format!("{unit}={}", r.items())
+    });
     match what {
         Ok(what) => println!("{head} buffer={}B {what}", payload.buffer.len()),
         Err(e) => println!("{head} buffer={}B not OTLP: {e}", payload.buffer.len()),
     }
-}
-
-fn data_points(request: &ExportMetricsServiceRequest) -> usize {
-    request
-        .resource_metrics
-        .iter()
-        .flat_map(|rm| &rm.scope_metrics)
-        .flat_map(|sm| &sm.metrics)
-        .map(|m| match &m.data {
-            Some(Data::Gauge(g)) => g.data_points.len(),
-            Some(Data::Sum(s)) => s.data_points.len(),
-            Some(Data::Histogram(h)) => h.data_points.len(),
-            Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
-            Some(Data::Summary(s)) => s.data_points.len(),
-            None => 0,
-        })
-        .sum()
 }

@@ -9,13 +9,9 @@ use std::collections::hash_map::Entry;
 use std::mem;
 use std::time::{Duration, Instant};
 
-use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
-use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
-use otlp_user_events::proto::metrics::v1::metric::Data;
-use otlp_user_events::proto::metrics::v1::{
-    ExponentialHistogram, Gauge, Histogram, Metric, Sum, Summary,
-};
 use prost::Message;
+use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
 
 use crate::signal::{Batch, Request, Signal, metrics_items, traces_items};
 
@@ -193,14 +189,24 @@ impl Merge for MetricsMerge {
                     scope_list.push(sm);
                     scope_list.len() - 1
                 });
-                for metric in metrics {
+                for mut metric in metrics {
+                    // Without its points, a metric's encoding is its identity: name,
+                    // description, unit, metadata, kind, temporality and monotonicity.
+                    // Metrics with the same identity share one list of points.
+                    let points = metric.take_points();
+                    let identity = metric.encode_to_vec();
                     let list = &mut self.out.resource_metrics[ri].scope_metrics[si].metrics;
-                    match self.metrics.entry((ri, si, metric_identity(&metric))) {
-                        Entry::Occupied(e) => move_points(&mut list[*e.get()], metric),
+                    let into = match self.metrics.entry((ri, si, identity)) {
+                        Entry::Occupied(e) => &mut list[*e.get()],
                         Entry::Vacant(e) => {
                             e.insert(list.len());
                             list.push(metric);
+                            list.last_mut().expect("just pushed")
                         }
+                    };
+                    if let Some(points) = points {
+                        into.append_points(points)
+                            .expect("the same identity implies the same kind");
                     }
                 }
             }
@@ -215,52 +221,6 @@ impl Merge for MetricsMerge {
 
     fn items(req: &ExportMetricsServiceRequest) -> u64 {
         metrics_items(req)
-    }
-}
-
-/// A metric without its points: name, description, unit, metadata, kind, temporality and
-/// monotonicity, encoded. Metrics with the same identity share one list of points.
-fn metric_identity(m: &Metric) -> Vec<u8> {
-    let data = m.data.as_ref().map(|d| match d {
-        Data::Sum(s) => Data::Sum(Sum {
-            data_points: vec![],
-            aggregation_temporality: s.aggregation_temporality,
-            is_monotonic: s.is_monotonic,
-        }),
-        Data::Gauge(_) => Data::Gauge(Gauge::default()),
-        Data::Histogram(h) => Data::Histogram(Histogram {
-            data_points: vec![],
-            aggregation_temporality: h.aggregation_temporality,
-        }),
-        Data::ExponentialHistogram(h) => Data::ExponentialHistogram(ExponentialHistogram {
-            data_points: vec![],
-            aggregation_temporality: h.aggregation_temporality,
-        }),
-        Data::Summary(_) => Data::Summary(Summary::default()),
-    });
-    Metric {
-        name: m.name.clone(),
-        description: m.description.clone(),
-        unit: m.unit.clone(),
-        metadata: m.metadata.clone(),
-        data,
-    }
-    .encode_to_vec()
-}
-
-/// Moves `from`'s points to the end of `into`'s; both have the same identity, so the same
-/// kind.
-fn move_points(into: &mut Metric, from: Metric) {
-    match (into.data.as_mut(), from.data) {
-        (Some(Data::Sum(a)), Some(Data::Sum(b))) => a.data_points.extend(b.data_points),
-        (Some(Data::Gauge(a)), Some(Data::Gauge(b))) => a.data_points.extend(b.data_points),
-        (Some(Data::Histogram(a)), Some(Data::Histogram(b))) => a.data_points.extend(b.data_points),
-        (Some(Data::ExponentialHistogram(a)), Some(Data::ExponentialHistogram(b))) => {
-            a.data_points.extend(b.data_points)
-        }
-        (Some(Data::Summary(a)), Some(Data::Summary(b))) => a.data_points.extend(b.data_points),
-        (_, None) => {}
-        _ => unreachable!("same identity implies the same kind"),
     }
 }
 
@@ -307,14 +267,13 @@ impl Merge for TracesMerge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use otlp_user_events::proto::common::v1::{
-        AnyValue, InstrumentationScope, KeyValue, any_value,
+    use ue_proto::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+    use ue_proto::metrics::v1::{
+        Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric::Data,
+        number_data_point,
     };
-    use otlp_user_events::proto::metrics::v1::{
-        NumberDataPoint, ResourceMetrics, ScopeMetrics, number_data_point,
-    };
-    use otlp_user_events::proto::resource::v1::Resource;
-    use otlp_user_events::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use ue_proto::resource::v1::Resource;
+    use ue_proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     fn resource(service: &str) -> Option<Resource> {
         Some(Resource {

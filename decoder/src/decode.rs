@@ -58,9 +58,9 @@ pub fn decode_event(signal: Signal, fields: &[u8]) -> Result<Request, Malformed>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
-    use otlp_user_events::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use prost::Message;
+    use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
+    use ue_proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     fn fields(buffer: &[u8]) -> Vec<u8> {
         let mut f = layout::header(buffer.len()).to_vec();

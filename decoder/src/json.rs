@@ -31,10 +31,10 @@ pub fn otlp_json_line(request: &Request) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
-    use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
-    use otlp_user_events::proto::common::v1::{AnyValue, KeyValue, any_value};
-    use otlp_user_events::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
+    use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
+    use ue_proto::common::v1::{AnyValue, KeyValue, any_value};
+    use ue_proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     #[test]
     fn empty_requests() {

@@ -725,9 +725,9 @@ fn check_event_desc(desc: &[u8]) -> Result<(), HeaderProblem> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
-    use otlp_user_events::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use prost::Message as _;
+    use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
+    use ue_proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     /// A `perf_file_header` with the given header size and data section, no features.
     fn header(magic: &[u8; 8], header_size: u64, data_offset: u64, data_size: u64) -> Vec<u8> {

@@ -1,8 +1,6 @@
 //! Registering a tracepoint from the reader's side, so the reader can attach before any
 //! application starts and the tracepoint outlives the applications that write it.
 
-use std::fmt;
-
 use ue_wire::{Tracepoint, layout};
 
 use crate::ReaderError;
@@ -14,6 +12,7 @@ use crate::ReaderError;
 ///
 /// The kernel finds user_events through the tracefs listed in `/proc/mounts` (the
 /// `tracepoint` crate's lookup), whatever tracefs path the reader was given.
+#[derive(Debug)]
 pub struct Registration {
     name: String,
     tracepoint: Tracepoint,
@@ -47,14 +46,5 @@ impl Registration {
     /// (the kernel's enable bit for this registration).
     pub fn listened_to(&self) -> bool {
         self.tracepoint.enabled()
-    }
-}
-
-impl fmt::Debug for Registration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registration")
-            .field("name", &self.name)
-            .field("listened_to", &self.listened_to())
-            .finish()
     }
 }

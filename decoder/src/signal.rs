@@ -1,8 +1,8 @@
 //! The two OTLP signals the decoder carries and the batches it hands to sinks.
 
-use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
-use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
+use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
 
 pub use ue_wire::Signal;
 
@@ -63,7 +63,7 @@ pub(crate) fn metrics_items(r: &ExportMetricsServiceRequest) -> u64 {
         .iter()
         .flat_map(|rm| &rm.scope_metrics)
         .flat_map(|sm| &sm.metrics)
-        .map(|m| metric_points(m) as u64)
+        .map(|m| m.point_count() as u64)
         .sum()
 }
 
@@ -74,19 +74,6 @@ pub(crate) fn traces_items(r: &ExportTraceServiceRequest) -> u64 {
         .flat_map(|rs| &rs.scope_spans)
         .map(|ss| ss.spans.len() as u64)
         .sum()
-}
-
-/// Number of data points in a metric.
-pub(crate) fn metric_points(m: &otlp_user_events::proto::metrics::v1::Metric) -> usize {
-    use otlp_user_events::proto::metrics::v1::metric::Data;
-    match &m.data {
-        Some(Data::Sum(d)) => d.data_points.len(),
-        Some(Data::Gauge(d)) => d.data_points.len(),
-        Some(Data::Histogram(d)) => d.data_points.len(),
-        Some(Data::ExponentialHistogram(d)) => d.data_points.len(),
-        Some(Data::Summary(d)) => d.data_points.len(),
-        None => 0,
-    }
 }
 
 /// A batch ready for the sinks: one merged request, its item count and encoded size.

@@ -7,13 +7,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
-use otlp_user_events::proto::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use otlp_user_events::proto::metrics::v1::{
+use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use ue_proto::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use ue_proto::metrics::v1::{
     AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
     metric::Data, number_data_point,
 };
-use otlp_user_events::proto::resource::v1::Resource;
+use ue_proto::resource::v1::Resource;
 
 use crate::signal::Signal;
 use crate::sink::SinkSnapshot;

@@ -1,16 +1,26 @@
 //! Flattening OTLP requests to one entry per data point or span, so that requests compare
 //! equal however they were packed into events (and NaN compares by its bits).
+//!
+//! The flatteners take a request of either family of OTLP types, the exporter's
+//! (`opentelemetry-proto`, what the SDK converts to) or the decoder's (`ue-proto`): they
+//! compare by encoding, which is the same for both.
 
-use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
-use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
-use otlp_user_events::proto::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics, metric::Data};
-use otlp_user_events::proto::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
+use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
+use ue_proto::metrics::v1::{ResourceMetrics, ScopeMetrics};
+use ue_proto::trace::v1::{ResourceSpans, ScopeSpans};
 use ue_wire::layout;
 
+/// `req` as the decoder's type `T`, through its encoding.
+fn recode<T: Message + Default>(req: &impl Message) -> T {
+    T::decode(req.encode_to_vec().as_slice()).expect("the same OTLP message, re-encoded")
+}
+
 /// One entry per data point: its resource, scope and metric metadata and the point, each
-/// encoded, in request order.
-pub fn metric_points(req: &ExportMetricsServiceRequest) -> Vec<Vec<u8>> {
+/// encoded, in request order. `req` is an `ExportMetricsServiceRequest` of either family.
+pub fn metric_points(req: &impl Message) -> Vec<Vec<u8>> {
+    let req: ExportMetricsServiceRequest = recode(req);
     let mut out = Vec::new();
     for rm in &req.resource_metrics {
         let rm_shell = ResourceMetrics {
@@ -25,8 +35,10 @@ pub fn metric_points(req: &ExportMetricsServiceRequest) -> Vec<Vec<u8>> {
             }
             .encode_to_vec();
             for m in &sm.metrics {
-                let (shell, points) = split_metric(m);
-                for p in points {
+                let mut shell = m.clone();
+                shell.take_points();
+                let shell = shell.encode_to_vec();
+                for p in m.encoded_points() {
                     out.push([&rm_shell[..], &sm_shell, &shell, &p].concat());
                 }
             }
@@ -35,28 +47,10 @@ pub fn metric_points(req: &ExportMetricsServiceRequest) -> Vec<Vec<u8>> {
     out
 }
 
-/// A metric's metadata without points, and its points, encoded.
-fn split_metric(m: &Metric) -> (Vec<u8>, Vec<Vec<u8>>) {
-    fn enc<M: Message>(v: &mut Vec<M>) -> Vec<Vec<u8>> {
-        std::mem::take(v)
-            .iter()
-            .map(Message::encode_to_vec)
-            .collect()
-    }
-    let mut shell = m.clone();
-    let points = match shell.data.as_mut() {
-        Some(Data::Sum(d)) => enc(&mut d.data_points),
-        Some(Data::Gauge(d)) => enc(&mut d.data_points),
-        Some(Data::Histogram(d)) => enc(&mut d.data_points),
-        Some(Data::ExponentialHistogram(d)) => enc(&mut d.data_points),
-        Some(Data::Summary(d)) => enc(&mut d.data_points),
-        None => vec![],
-    };
-    (shell.encode_to_vec(), points)
-}
-
-/// One entry per span: its resource and scope metadata and the span, encoded.
-pub fn spans(req: &ExportTraceServiceRequest) -> Vec<Vec<u8>> {
+/// One entry per span: its resource and scope metadata and the span, encoded. `req` is an
+/// `ExportTraceServiceRequest` of either family.
+pub fn spans(req: &impl Message) -> Vec<Vec<u8>> {
+    let req: ExportTraceServiceRequest = recode(req);
     let mut out = Vec::new();
     for rs in &req.resource_spans {
         let rs_shell = ResourceSpans {

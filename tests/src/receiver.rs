@@ -34,19 +34,6 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value;
 use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -56,6 +43,17 @@ use tonic::codec::CompressionEncoding;
 use tonic::codegen::Service as _;
 use tonic_types::{ErrorDetails, StatusExt as _};
 pub use ue_decoder::{Request, Signal};
+use ue_proto::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use ue_proto::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use ue_proto::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use ue_proto::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use ue_proto::common::v1::any_value;
 
 /// The wire protocol a request came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

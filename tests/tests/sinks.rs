@@ -6,19 +6,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{
-    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use tests::receiver::{Protocol, Received, Receiver, Respond};
 use tonic::Code;
 use ue_decoder::{
     Batch, GrpcConfig, HttpConfig, Request, RetryConfig, Signal, SinkConfig, SinkSet, SinkSnapshot,
 };
+use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
+use ue_proto::common::v1::{AnyValue, KeyValue, any_value};
+use ue_proto::metrics::v1::{
+    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+};
+use ue_proto::resource::v1::Resource;
+use ue_proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 /// Waits this long at most for anything the tests expect to happen.
 const PATIENCE: Duration = Duration::from_secs(5);

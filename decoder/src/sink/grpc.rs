@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use otlp_user_events::proto::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use otlp_user_events::proto::collector::trace::v1::trace_service_client::TraceServiceClient;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
+use ue_proto::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use ue_proto::collector::trace::v1::trace_service_client::TraceServiceClient;
 
 use super::retry::RetryConfig;
 use super::{Outcome, SinkError};

@@ -6,11 +6,11 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceResponse;
-use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
+use ue_proto::collector::metrics::v1::ExportMetricsServiceResponse;
+use ue_proto::collector::trace::v1::ExportTraceServiceResponse;
 
 use super::retry::{RetryConfig, parse_retry_after};
 use super::{Outcome, SinkError, error_chain};
@@ -277,8 +277,8 @@ pub(crate) fn failure_message(protobuf: bool, body: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use otlp_user_events::proto::collector::metrics::v1::ExportMetricsPartialSuccess;
-    use otlp_user_events::proto::collector::trace::v1::ExportTracePartialSuccess;
+    use ue_proto::collector::metrics::v1::ExportMetricsPartialSuccess;
+    use ue_proto::collector::trace::v1::ExportTracePartialSuccess;
 
     use super::*;
 
@@ -416,7 +416,7 @@ mod tests {
     fn gzip_bodies_decompress_to_the_protobuf() {
         use std::io::Read as _;
 
-        use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
+        use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
 
         use crate::signal::Request;
 

@@ -82,7 +82,7 @@ impl LineSink {
 
 #[cfg(test)]
 mod tests {
-    use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+    use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 
     use super::*;
     use crate::signal::Request;

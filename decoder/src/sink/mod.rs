@@ -388,7 +388,7 @@ impl Drop for SinkSet {
 
 #[cfg(test)]
 mod tests {
-    use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
+    use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
 
     use super::*;
     use crate::signal::Request;

@@ -217,8 +217,8 @@ impl SinkQueue {
 mod tests {
     use std::time::Duration;
 
-    use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
-    use otlp_user_events::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
+    use ue_proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     use super::*;
     use crate::signal::Request;

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use opentelemetry::InstrumentationScope;
 use opentelemetry_sdk::metrics::Temporality;
 use opentelemetry_sdk::trace::SpanExporter as _;
-use otlp_user_events::proto::metrics::v1::{metric::Data, number_data_point};
 use otlp_user_events::{EventCapture, MetricsExporter, SpanExporter};
 use tests::block_on;
 use tests::kernel;
@@ -22,6 +21,7 @@ use ue_decoder::{
     BatchConfig, GrpcConfig, HttpConfig, ReaderConfig, Request, RetryConfig, RunConfig, Signal,
     SinkConfig,
 };
+use ue_proto::metrics::v1::{metric::Data, number_data_point};
 
 fn retry() -> RetryConfig {
     RetryConfig {

@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use otlp_user_events::layout;
-use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
-use otlp_user_events::proto::common::v1::any_value::Value as AnyValue;
-use otlp_user_events::proto::metrics::v1::{metric::Data, number_data_point};
 use tests::kernel::{self, RawWriter};
 use ue_decoder::{PerfDataDecoded, Request, Signal, TracepointNames, decode_perf_data};
+use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use ue_proto::common::v1::any_value::Value as AnyValue;
+use ue_proto::metrics::v1::{metric::Data, number_data_point};
 
 /// Series per metric and spans per round: small, the VM emulates every instruction.
 const SERIES: usize = 500;
@@ -109,7 +109,7 @@ fn points(captured: &Captured) -> Vec<String> {
         .flat_map(|sm| &sm.metrics)
         .flat_map(|m| {
             let name = &m.name;
-            let describe = |attrs: &[otlp_user_events::proto::common::v1::KeyValue]| {
+            let describe = |attrs: &[ue_proto::common::v1::KeyValue]| {
                 let mut kv: Vec<String> = attrs
                     .iter()
                     .map(|a| {
