@@ -28,43 +28,34 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The pieces are usable alone: [`parse_format`] and [`Tracefs`] read a tracepoint's
-//! format, [`Sample::parse`] parses a `PERF_RECORD_SAMPLE` body.
+//! The crate is in layers, each a module with its own rules (see each `mod.rs`):
+//!
+//! | module | owns |
+//! |---|---|
+//! | `kernel` | tracefs, registration, perf events, rings, samples: all syscalls and `unsafe` |
+//! | `capture` | perf.data files from `perf record` |
+//! | `decode` | event fields to OTLP requests, and OTLP/JSON lines; pure |
+//! | `batch` | merging requests into batches; pure |
+//! | `sink` | OTLP/HTTP, OTLP/gRPC, stdout and file, each behind a bounded queue |
+//! | `daemon` | `run`: the thread, tasks and shutdown around them; counters; `status` |
 
-mod batcher;
+mod batch;
+mod capture;
+mod daemon;
 mod decode;
-mod error;
-mod json;
-mod perf;
-mod perfdata;
-mod pipeline;
-mod reader;
-mod register;
-mod ring;
-mod sample;
-mod signal;
+mod kernel;
 mod sink;
-mod stats;
-mod status;
-mod sys;
-mod tracefs;
 
-pub use batcher::{BatchConfig, Batcher};
-pub use decode::{Malformed, decode_event};
-pub use error::ReaderError;
-pub use json::otlp_json_line;
-pub use perfdata::{
+pub use batch::{Batch, BatchConfig, Batcher};
+pub use capture::{
     PerfDataDecoded, PerfDataError, PerfDataEvent, PerfDataReader, PerfDataStats, TracepointNames,
     decode_perf_data,
 };
-pub use pipeline::{RunConfig, RunError, run};
-pub use reader::{Event, ReaderConfig, TracepointReader};
-pub use register::Registration;
-pub use sample::{SAMPLE_TYPE, Sample, SampleError};
-pub use signal::{Batch, Request, Signal};
-pub use sink::{GrpcConfig, HttpConfig, RetryConfig, SinkConfig, SinkError, SinkSet, SinkSnapshot};
-pub use stats::{Snapshot, Stats};
-pub use status::{Check, host_status};
-pub use tracefs::{
-    Format, FormatError, FormatField, LayoutMismatch, Tracefs, find_mount, parse_format,
+pub use daemon::{Check, RunConfig, RunError, Snapshot, host_status, run};
+pub use decode::{Malformed, Request, Signal, decode_event, otlp_json_line};
+pub use kernel::{
+    Event, FormatError, ReaderConfig, ReaderError, Registration, Tracefs, TracepointReader,
 };
+pub use sink::{GrpcConfig, HttpConfig, RetryConfig, SinkConfig, SinkError, SinkSet, SinkSnapshot};
+/// The OTLP message types that [`Request`] carries.
+pub use ue_proto as proto;

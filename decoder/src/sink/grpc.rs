@@ -12,7 +12,8 @@ use ue_proto::collector::trace::v1::trace_service_client::TraceServiceClient;
 
 use super::retry::RetryConfig;
 use super::{Outcome, SinkError};
-use crate::signal::{Batch, Request};
+use crate::batch::Batch;
+use crate::decode::Request;
 
 /// Where and how the `otlp-grpc` sink sends.
 #[derive(Clone, Debug, PartialEq)]

@@ -14,7 +14,8 @@ use ue_proto::collector::trace::v1::ExportTraceServiceResponse;
 
 use super::retry::{RetryConfig, parse_retry_after};
 use super::{Outcome, SinkError, error_chain};
-use crate::signal::{Batch, Signal};
+use crate::batch::Batch;
+use crate::decode::Signal;
 
 /// Where and how the `otlp-http` sink sends.
 #[derive(Clone, Debug, PartialEq)]
@@ -418,7 +419,7 @@ mod tests {
 
         use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
 
-        use crate::signal::Request;
+        use crate::decode::Request;
 
         let sink = HttpSink::new(&HttpConfig {
             gzip: true,

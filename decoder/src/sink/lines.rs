@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::{Outcome, SinkError};
-use crate::json::otlp_json_line;
-use crate::signal::Batch;
+use crate::batch::Batch;
+use crate::decode::otlp_json_line;
 
 /// A sink writing JSON lines to stdout or to a file opened for appending.
 pub(crate) struct LineSink {
@@ -85,7 +85,7 @@ mod tests {
     use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 
     use super::*;
-    use crate::signal::Request;
+    use crate::decode::Request;
 
     #[tokio::test]
     async fn appends_one_line_per_batch() {

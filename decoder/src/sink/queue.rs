@@ -7,8 +7,46 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use super::SinkSnapshot;
-use crate::signal::Batch;
+use crate::batch::Batch;
+
+/// A point-in-time copy of one sink's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SinkSnapshot {
+    /// The sink's name, e.g. `otlp-http http://127.0.0.1:4318`.
+    pub name: String,
+    /// Batches the receiver accepted, partially or wholly.
+    pub batches_sent: u64,
+    /// Data points or spans the receiver accepted (a partial success's rejected ones are
+    /// in `rejected_items` instead).
+    pub items_sent: u64,
+    /// Protobuf bytes of the batches sent, before compression.
+    pub bytes_sent: u64,
+    /// Attempts that failed in a retryable way and were tried again.
+    pub retries: u64,
+    /// Items the receiver reported rejected in a partial success (never retried).
+    pub rejected_items: u64,
+    /// Items dropped, by reason: `queue_full`, `retries_exhausted`, `permanent_error`,
+    /// `shutdown`, `encode`.
+    pub dropped_items: BTreeMap<&'static str, u64>,
+    /// Batches dropped, by the same reasons.
+    pub dropped_batches: BTreeMap<&'static str, u64>,
+    /// Bytes queued, waiting to be sent (the batch in flight not included).
+    pub queue_bytes: u64,
+    /// The last failure, retried or not, or the last partial success's message.
+    pub last_error: Option<String>,
+}
+
+impl SinkSnapshot {
+    /// Items dropped for `reason` (zero if none).
+    pub fn dropped(&self, reason: &str) -> u64 {
+        self.dropped_items.get(reason).copied().unwrap_or(0)
+    }
+
+    /// Items dropped for any reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_items.values().sum()
+    }
+}
 
 /// Why a batch was dropped: the keys of [`SinkSnapshot::dropped_items`].
 pub(crate) mod reason {
@@ -221,7 +259,7 @@ mod tests {
     use ue_proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     use super::*;
-    use crate::signal::Request;
+    use crate::decode::Request;
 
     /// A batch of `spans` spans whose byte size is set to `bytes`, to make limits exact.
     fn batch(spans: usize, bytes: usize) -> Arc<Batch> {

@@ -30,7 +30,7 @@ use linux_perf_data::{PerfFile, PerfFileReader, PerfFileRecord, PerfRecordIter};
 use ue_wire::layout;
 
 use crate::decode::decode_event;
-use crate::signal::{Request, Signal};
+use crate::decode::{Request, Signal};
 
 /// The perf event name prefix of user_events tracepoints (`user_events:<name>`).
 const USER_EVENTS_SYSTEM: &str = "user_events";

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use ue_wire::layout;
 
-use crate::ReaderError;
+use crate::kernel::ReaderError;
 
 /// The file the kernel lists mounts in.
 const MOUNTS: &str = "/proc/mounts";

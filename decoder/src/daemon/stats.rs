@@ -15,7 +15,7 @@ use ue_proto::metrics::v1::{
 };
 use ue_proto::resource::v1::Resource;
 
-use crate::signal::Signal;
+use crate::decode::Signal;
 use crate::sink::SinkSnapshot;
 
 /// Counters shared by the reader thread and the batching task.

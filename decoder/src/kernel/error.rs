@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::FormatError;
+use crate::kernel::FormatError;
 
 /// Why a [`TracepointReader`](crate::TracepointReader) could not be opened.
 #[derive(Debug, thiserror::Error)]

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use ue_wire::layout::{self, LayoutError, Payload};
 
-use crate::perf::{self, CpuEvents, Tracepoint};
-use crate::ring::Record;
-use crate::sys::{self, Epoll};
-use crate::{ReaderError, Registration, Sample, Tracefs};
+use crate::kernel::perf::{self, CpuEvents, Tracepoint};
+use crate::kernel::ring::Record;
+use crate::kernel::sys::{self, Epoll};
+use crate::kernel::{ReaderError, Registration, Sample, Tracefs};
 
 /// What to read and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -305,10 +305,10 @@ impl Demux {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::Ring;
-    use crate::ring::tests::{lost, publish, record};
-    use crate::sample::{raw_event, sample_body};
-    use crate::sys::RingMemory;
+    use crate::kernel::ring::Ring;
+    use crate::kernel::ring::tests::{lost, publish, record};
+    use crate::kernel::sample::{raw_event, sample_body};
+    use crate::kernel::sys::RingMemory;
     use perf_event_open_sys::bindings::PERF_RECORD_SAMPLE;
 
     const METRICS_ID: u64 = 1520;

@@ -3,7 +3,7 @@
 //! Every output that prints requests (`ue-decoder decode`, the stdout and file sinks)
 //! goes through [`otlp_json_line`], so they all agree byte for byte.
 
-use crate::signal::Request;
+use crate::decode::Request;
 
 /// Formats one request as a single line of JSON (no trailing newline):
 /// `{"signal":"metrics","request":{...}}` or `{"signal":"traces","request":{...}}`.

@@ -5,8 +5,8 @@ use std::fmt;
 use std::fs;
 use std::path::Path;
 
-use crate::signal::Signal;
-use crate::tracefs::Tracefs;
+use crate::decode::Signal;
+use crate::kernel::Tracefs;
 
 /// One check of the host.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,7 +13,36 @@ use prost::Message;
 use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
 
-use crate::signal::{Batch, Request, Signal, metrics_items, traces_items};
+use crate::decode::{Request, Signal, metrics_items, traces_items};
+
+/// A batch ready for the sinks: one merged request, its item count and encoded size.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// The merged request.
+    pub request: Request,
+    /// Data points or spans in it.
+    pub items: u64,
+    /// Its protobuf encoding's length, what queues are bounded by.
+    pub bytes: usize,
+}
+
+impl Batch {
+    /// Wraps a request, counting its items and size.
+    pub fn new(request: Request) -> Self {
+        let items = request.items();
+        let bytes = request.encoded_len();
+        Self {
+            request,
+            items,
+            bytes,
+        }
+    }
+
+    /// The batch's signal.
+    pub fn signal(&self) -> Signal {
+        self.request.signal()
+    }
+}
 
 /// When a batch is sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use ue_wire::{Tracepoint, layout};
 
-use crate::ReaderError;
+use crate::kernel::ReaderError;
 
 /// A user_events tracepoint registered with exactly the exporters' layout
 /// ([`layout::definition`]). The kernel keeps the tracepoint while any registration of it

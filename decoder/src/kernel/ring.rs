@@ -14,7 +14,7 @@ use std::fmt;
 
 use perf_event_open_sys::bindings::{PERF_RECORD_LOST, PERF_RECORD_SAMPLE};
 
-use crate::sys::{RingMemory, Window};
+use crate::kernel::sys::{RingMemory, Window};
 
 /// Size of `struct perf_event_header`.
 pub(crate) const HEADER_LEN: usize = 8;

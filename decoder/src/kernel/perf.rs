@@ -6,10 +6,10 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use perf_event_open_sys::bindings::{PERF_TYPE_TRACEPOINT, perf_event_attr};
 
-use crate::ReaderError;
-use crate::ring::Ring;
-use crate::sample::SAMPLE_TYPE;
-use crate::sys::{self, RingMemory};
+use crate::kernel::ReaderError;
+use crate::kernel::ring::Ring;
+use crate::kernel::sample::SAMPLE_TYPE;
+use crate::kernel::sys::{self, RingMemory};
 
 /// The file listing the online CPUs.
 const ONLINE_CPUS: &str = "/sys/devices/system/cpu/online";

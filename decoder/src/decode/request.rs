@@ -1,4 +1,4 @@
-//! The two OTLP signals the decoder carries and the batches it hands to sinks.
+//! One decoded OTLP export request, of either signal.
 
 use prost::Message;
 use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -74,33 +74,4 @@ pub(crate) fn traces_items(r: &ExportTraceServiceRequest) -> u64 {
         .flat_map(|rs| &rs.scope_spans)
         .map(|ss| ss.spans.len() as u64)
         .sum()
-}
-
-/// A batch ready for the sinks: one merged request, its item count and encoded size.
-#[derive(Clone, Debug)]
-pub struct Batch {
-    /// The merged request.
-    pub request: Request,
-    /// Data points or spans in it.
-    pub items: u64,
-    /// Its protobuf encoding's length, what queues are bounded by.
-    pub bytes: usize,
-}
-
-impl Batch {
-    /// Wraps a request, counting its items and size.
-    pub fn new(request: Request) -> Self {
-        let items = request.items();
-        let bytes = request.encoded_len();
-        Self {
-            request,
-            items,
-            bytes,
-        }
-    }
-
-    /// The batch's signal.
-    pub fn signal(&self) -> Signal {
-        self.request.signal()
-    }
 }

@@ -2,7 +2,7 @@
 
 use ue_wire::layout;
 
-use crate::signal::{Request, Signal};
+use crate::decode::{Request, Signal};
 
 /// Why an event was skipped.
 #[derive(Debug, thiserror::Error)]

@@ -18,13 +18,14 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::batcher::{BatchConfig, Batcher};
+use crate::batch::Batch;
+use crate::batch::{BatchConfig, Batcher};
+use crate::daemon::stats::{Snapshot, Stats};
 use crate::decode::decode_event;
-use crate::error::ReaderError;
-use crate::reader::{ReaderConfig, TracepointReader};
-use crate::signal::{Batch, Request, Signal};
+use crate::decode::{Request, Signal};
+use crate::kernel::ReaderError;
+use crate::kernel::{ReaderConfig, TracepointReader};
 use crate::sink::{SinkConfig, SinkError, SinkSet};
-use crate::stats::{Snapshot, Stats};
 
 /// Everything `ue-decoder run` needs.
 #[derive(Clone, Debug)]

@@ -1,0 +1,13 @@
+//! Captures: the OTLP events of a `perf record` file (perf.data), read for
+//! `ue-decoder decode` and the tests.
+//!
+//! This layer finds the samples of the OTLP tracepoints in a file, checks the file before
+//! trusting its counts, and counts what it skips and what perf lost. It reads files only,
+//! never the kernel, and leaves turning an event's fields into a request to `decode`.
+
+mod perfdata;
+
+pub use perfdata::{
+    PerfDataDecoded, PerfDataError, PerfDataEvent, PerfDataReader, PerfDataStats, TracepointNames,
+    decode_perf_data,
+};

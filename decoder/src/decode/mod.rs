@@ -1,0 +1,15 @@
+//! Decoding: from an event's fields to the OTLP request it carries, and the one text form
+//! of a request (OTLP/JSON lines). The EventHeader mapping belongs here too.
+//!
+//! Pure: bytes in, values out, every failure with a stable reason label. No I/O, no
+//! clocks, no knowledge of where the bytes came from (a ring, a perf.data file) or where
+//! the requests go.
+
+mod event;
+mod json;
+mod request;
+
+pub use event::{Malformed, decode_event};
+pub use json::otlp_json_line;
+pub use request::{Request, Signal};
+pub(crate) use request::{metrics_items, traces_items};

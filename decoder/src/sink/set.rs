@@ -1,0 +1,252 @@
+//! The running sinks: one worker task per sink, each sending its queue's batches one at a
+//! time with retries, and [`SinkSet`], which feeds and stops them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::queue::{SinkQueue, reason};
+use super::retry::{Backoff, Rng};
+use super::transport::{Outcome, Transport};
+use super::{RetryConfig, SinkConfig, SinkError, SinkSnapshot};
+use crate::batch::Batch;
+
+/// A sink's worker: sends its queue's batches one at a time, retrying as configured,
+/// until the queue is closed and empty.
+async fn work(queue: Arc<SinkQueue>, transport: Transport, retry: RetryConfig, mut rng: Rng) {
+    let sink = queue.name().to_owned();
+    while let Some(batch) = queue.pop().await {
+        let payload = match transport.encode(&batch) {
+            Ok(p) => p,
+            Err(error) => {
+                tracing::warn!(%sink, items = batch.items, %error, "dropping a batch: cannot encode it");
+                queue.dropped(&batch, reason::ENCODE, error);
+                continue;
+            }
+        };
+        let started = Instant::now();
+        let mut backoff = Backoff::new(&retry, Rng::seeded(rng.next_u64()));
+        loop {
+            match transport.send(&batch, &payload).await {
+                Outcome::Sent { rejected, message } => {
+                    if rejected > 0 {
+                        tracing::warn!(%sink, rejected, %message, "the receiver rejected part of a batch");
+                        queue
+                            .note_error(format!("partial success: {rejected} rejected: {message}"));
+                    }
+                    queue.sent(&batch, rejected);
+                    break;
+                }
+                Outcome::Permanent(error) => {
+                    tracing::warn!(%sink, items = batch.items, %error, "dropping a batch: not retryable");
+                    queue.dropped(&batch, reason::PERMANENT_ERROR, error);
+                    break;
+                }
+                Outcome::Retry { error, after } => match backoff.next(started.elapsed(), after) {
+                    Some(wait) => {
+                        tracing::debug!(%sink, ?wait, %error, "retrying a batch");
+                        queue.retrying(error);
+                        tokio::time::sleep(wait).await;
+                    }
+                    None => {
+                        tracing::warn!(
+                            %sink,
+                            items = batch.items,
+                            elapsed = ?started.elapsed(),
+                            %error,
+                            "dropping a batch: retries exhausted"
+                        );
+                        queue.dropped(&batch, reason::RETRIES_EXHAUSTED, error);
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
+struct Running {
+    queue: Arc<SinkQueue>,
+    worker: JoinHandle<()>,
+}
+
+/// The running sinks. [`submit`](Self::submit) hands a batch to every one without waiting;
+/// [`shutdown`](Self::shutdown) flushes them. Dropping the set without shutting it down
+/// abandons whatever the sinks still hold.
+pub struct SinkSet {
+    sinks: Vec<Running>,
+}
+
+impl fmt::Debug for SinkSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.sinks.iter().map(|s| s.queue.name()))
+            .finish()
+    }
+}
+
+impl SinkSet {
+    /// Starts one worker per sink on `rt`, each with a queue of at most `queue_bytes`
+    /// bytes of batches. Nothing connects yet; a configuration that cannot work (a bad
+    /// URL, header or retry setting, a file that cannot be opened) starts no sink.
+    pub fn start(
+        configs: Vec<SinkConfig>,
+        queue_bytes: usize,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<SinkSet, SinkError> {
+        // tonic's lazy channel spawns its connection task where it is built.
+        let _guard = rt.enter();
+        let mut built = Vec::with_capacity(configs.len());
+        for config in &configs {
+            let retry = match config {
+                SinkConfig::OtlpHttp(c) => c.retry.clone(),
+                SinkConfig::OtlpGrpc(c) => c.retry.clone(),
+                // A write error is not a collector's backpressure: no retry.
+                SinkConfig::Stdout | SinkConfig::File(_) => RetryConfig {
+                    enabled: false,
+                    ..RetryConfig::default()
+                },
+            };
+            retry.validate().map_err(|reason| SinkError::InvalidRetry {
+                sink: config.name(),
+                reason,
+            })?;
+            built.push((config.name(), Transport::new(config)?, retry));
+        }
+        let mut seeds = Rng::from_entropy();
+        let sinks = built
+            .into_iter()
+            .map(|(name, transport, retry)| {
+                let queue = Arc::new(SinkQueue::new(name, queue_bytes));
+                let rng = Rng::seeded(seeds.next_u64());
+                let worker = rt.spawn(work(Arc::clone(&queue), transport, retry, rng));
+                Running { queue, worker }
+            })
+            .collect();
+        Ok(SinkSet { sinks })
+    }
+
+    /// Queues `batch` on every sink, never waiting: a sink whose queue it would take past
+    /// its byte limit counts it dropped (`queue_full`) instead.
+    pub fn submit(&self, batch: Arc<Batch>) {
+        for sink in &self.sinks {
+            sink.queue.push(Arc::clone(&batch));
+        }
+    }
+
+    /// Stops accepting batches and lets every sink send what it holds, retries included,
+    /// until `deadline` from now; whatever is still queued or in flight then is counted
+    /// dropped (`shutdown`). Returns the final counters.
+    pub async fn shutdown(mut self, deadline: Duration) -> Vec<SinkSnapshot> {
+        let mut sinks = std::mem::take(&mut self.sinks);
+        for sink in &sinks {
+            sink.queue.close();
+        }
+        let until = Instant::now() + deadline;
+        for sink in &mut sinks {
+            tracing::debug!(sink = %sink.queue.name(), "waiting for the sink's worker");
+            if tokio::time::timeout_at(until, &mut sink.worker)
+                .await
+                .is_err()
+            {
+                sink.worker.abort();
+                // Wait for the abort to land so the worker no longer touches the queue.
+                let _ = (&mut sink.worker).await;
+            }
+            tracing::debug!(sink = %sink.queue.name(), "worker done");
+            let left = sink.queue.abandon();
+            if left > 0 {
+                tracing::warn!(
+                    sink = %sink.queue.name(),
+                    items = left,
+                    "shutdown deadline passed: dropping what the sink still held"
+                );
+            }
+        }
+        sinks.iter().map(|s| s.queue.snapshot()).collect()
+    }
+
+    /// Every sink's counters now, in the order of the configurations.
+    pub fn snapshot(&self) -> Vec<SinkSnapshot> {
+        self.sinks.iter().map(|s| s.queue.snapshot()).collect()
+    }
+}
+
+impl Drop for SinkSet {
+    fn drop(&mut self) {
+        for sink in &self.sinks {
+            sink.queue.close();
+            sink.worker.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
+
+    use super::*;
+    use crate::decode::Request;
+    use crate::sink::{GrpcConfig, HttpConfig};
+
+    #[test]
+    fn names_say_kind_and_destination() {
+        assert_eq!(
+            SinkConfig::OtlpHttp(HttpConfig::default()).name(),
+            "otlp-http http://localhost:4318"
+        );
+        assert_eq!(
+            SinkConfig::OtlpGrpc(GrpcConfig::default()).name(),
+            "otlp-grpc http://localhost:4317"
+        );
+        assert_eq!(SinkConfig::Stdout.name(), "stdout");
+        assert_eq!(
+            SinkConfig::File("/tmp/x.jsonl".into()).name(),
+            "file /tmp/x.jsonl"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_config_starts_nothing() {
+        let rt = tokio::runtime::Handle::current();
+        let bad_retry = SinkConfig::OtlpHttp(HttpConfig {
+            retry: RetryConfig {
+                multiplier: 0.0,
+                ..RetryConfig::default()
+            },
+            ..HttpConfig::default()
+        });
+        let err = SinkSet::start(vec![SinkConfig::Stdout, bad_retry], 1000, &rt).unwrap_err();
+        assert!(matches!(err, SinkError::InvalidRetry { .. }), "{err}");
+        let bad_url = SinkConfig::OtlpGrpc(GrpcConfig {
+            endpoint: "http://bad host:1".into(),
+            ..GrpcConfig::default()
+        });
+        let err = SinkSet::start(vec![bad_url], 1000, &rt).unwrap_err();
+        assert!(err.to_string().contains("bad host"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_sends_what_is_queued() {
+        let dir = std::env::temp_dir().join(format!("ue-decoder-sinkset-{}", std::process::id()));
+        let path = dir.join("out.jsonl");
+        let _ = std::fs::remove_dir_all(&dir);
+        let rt = tokio::runtime::Handle::current();
+        let set = SinkSet::start(vec![SinkConfig::File(path.clone())], 1 << 20, &rt).unwrap();
+        let batch = Arc::new(Batch::new(Request::Traces(
+            ExportTraceServiceRequest::default(),
+        )));
+        for _ in 0..3 {
+            set.submit(Arc::clone(&batch));
+        }
+        let snaps = set.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(snaps.len(), 1);
+        assert_eq!(snaps[0].batches_sent, 3);
+        assert_eq!(snaps[0].dropped_total(), 0);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
