@@ -46,16 +46,20 @@ mod decode;
 mod kernel;
 mod sink;
 
-pub use batch::{Batch, BatchConfig, Batcher};
+pub use batch::{Batch, BatchConfig};
 pub use capture::{
-    PerfDataDecoded, PerfDataError, PerfDataEvent, PerfDataReader, PerfDataStats, TracepointNames,
-    decode_perf_data,
+    PerfDataDecoded, PerfDataError, PerfDataEvent, PerfDataReader, PerfDataStats, decode_perf_data,
 };
-pub use daemon::{Check, RunConfig, RunError, Snapshot, host_status, run};
-pub use decode::{Malformed, Request, Signal, decode_event, otlp_json_line};
+#[cfg(feature = "testing")]
+pub use daemon::MemorySource;
+pub use daemon::{
+    Check, EventSource, ForwardConfig, ForwardError, PerfSource, RunConfig, RunError, Snapshot,
+    forward_capture, host_status, run,
+};
+pub use decode::{Malformed, Request, Signal, TracepointNames, decode_event, otlp_json_line};
 pub use kernel::{
     Event, FormatError, ReaderConfig, ReaderError, Registration, Tracefs, TracepointReader,
 };
-pub use sink::{GrpcConfig, HttpConfig, RetryConfig, SinkConfig, SinkError, SinkSet, SinkSnapshot};
+pub use sink::{OtlpConfig, Protocol, RetryConfig, SinkConfig, SinkError, SinkSet, SinkSnapshot};
 /// The OTLP message types that [`Request`] carries.
 pub use ue_proto as proto;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ue_decoder::{
-    BatchConfig, Batcher, GrpcConfig, HttpConfig, PerfDataReader, ReaderConfig, RetryConfig,
-    RunConfig, Signal, SinkConfig, SinkSet, TracepointNames,
+    BatchConfig, ForwardConfig, OtlpConfig, PerfDataReader, PerfSource, ReaderConfig, RetryConfig,
+    RunConfig, Signal, SinkConfig, TracepointNames,
 };
 use ue_wire::layout;
 
@@ -179,33 +179,22 @@ impl SinkArgs {
                 headers.push(parse_header(kv)?);
             }
         }
-        let retry = RetryConfig {
-            enabled: self.retry_max_elapsed_secs > 0,
-            initial_interval: Duration::from_millis(self.retry_initial_ms),
-            max_interval: Duration::from_millis(self.retry_max_interval_ms),
-            max_elapsed: Duration::from_secs(self.retry_max_elapsed_secs),
-            ..RetryConfig::default()
-        };
-        let gzip = matches!(self.compression, Compression::Gzip);
-        let timeout = Duration::from_millis(self.timeout_ms);
         let mut sinks = Vec::new();
         if let Some(endpoint) = &self.endpoint {
-            sinks.push(match self.protocol {
-                Protocol::Http => SinkConfig::OtlpHttp(HttpConfig {
-                    endpoint: endpoint.clone(),
-                    headers,
-                    timeout,
-                    gzip,
-                    retry,
-                }),
-                Protocol::Grpc => SinkConfig::OtlpGrpc(GrpcConfig {
-                    endpoint: endpoint.clone(),
-                    headers,
-                    timeout,
-                    gzip,
-                    retry,
-                }),
-            });
+            sinks.push(SinkConfig::Otlp(OtlpConfig {
+                protocol: self.protocol.into(),
+                endpoint: endpoint.clone(),
+                headers,
+                timeout: Duration::from_millis(self.timeout_ms),
+                gzip: matches!(self.compression, Compression::Gzip),
+                retry: RetryConfig {
+                    enabled: self.retry_max_elapsed_secs > 0,
+                    initial_interval: Duration::from_millis(self.retry_initial_ms),
+                    max_interval: Duration::from_millis(self.retry_max_interval_ms),
+                    max_elapsed: Duration::from_secs(self.retry_max_elapsed_secs),
+                    ..RetryConfig::default()
+                },
+            }));
         }
         if self.stdout || (default_stdout && sinks.is_empty() && self.file.is_none()) {
             sinks.push(SinkConfig::Stdout);
@@ -214,6 +203,24 @@ impl SinkArgs {
             sinks.push(SinkConfig::File(path.clone()));
         }
         Ok(sinks)
+    }
+
+    fn forward(&self, sinks: Vec<SinkConfig>, shutdown_secs: u64) -> ForwardConfig {
+        ForwardConfig {
+            sinks,
+            queue_bytes: self.queue_mib << 20,
+            shutdown_deadline: Duration::from_secs(shutdown_secs),
+            ..ForwardConfig::default()
+        }
+    }
+}
+
+impl From<Protocol> for ue_decoder::Protocol {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Http => Self::HttpProtobuf,
+            Protocol::Grpc => Self::Grpc,
+        }
     }
 }
 
@@ -275,48 +282,50 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             "nowhere to send: give --endpoint URL (or OTEL_EXPORTER_OTLP_ENDPOINT), --stdout or --file"
         );
     }
-    let mut tracepoints = Vec::new();
-    let mut signals = Vec::new();
-    for s in &args.signals {
-        let (signal, name) = match s {
-            SignalArg::Metrics => (Signal::Metrics, &args.metrics_tracepoint),
-            SignalArg::Traces => (Signal::Traces, &args.traces_tracepoint),
-        };
-        if !signals.contains(&signal) {
-            signals.push(signal);
-            tracepoints.push(name.clone());
-        }
-    }
+    let names = TracepointNames {
+        metrics: args.metrics_tracepoint,
+        traces: args.traces_tracepoint,
+    };
+    let reader = ReaderConfig {
+        tracefs: args.tracefs,
+        ring_kib: args.ring_kib,
+        wakeup_bytes: args.wakeup_bytes,
+        register: !args.no_register,
+        ..ReaderConfig::default()
+    };
+    let signals: Vec<Signal> = args.signals.iter().map(|s| (*s).into()).collect();
     let config = RunConfig {
-        reader: ReaderConfig {
-            tracefs: args.tracefs,
-            tracepoints,
-            ring_kib: args.ring_kib,
-            wakeup_bytes: args.wakeup_bytes,
-            register: !args.no_register,
+        forward: ForwardConfig {
+            batch: BatchConfig {
+                max_items: args.batch_items,
+                max_bytes: args.batch_bytes,
+                max_delay: Duration::from_millis(args.batch_delay_ms),
+            },
+            ..args.sinks.forward(sinks, args.shutdown_secs)
         },
-        signals,
-        batch: BatchConfig {
-            max_items: args.batch_items,
-            max_bytes: args.batch_bytes,
-            max_delay: Duration::from_millis(args.batch_delay_ms),
-        },
-        sinks,
-        queue_bytes: args.sinks.queue_mib << 20,
-        shutdown_deadline: Duration::from_secs(args.shutdown_secs),
         stats_interval: Duration::from_secs(args.stats_secs.max(1)),
         self_metrics: args.self_metrics,
     };
-    let snapshot = runtime()?.block_on(ue_decoder::run(config, shutdown_signal(), |reader| {
-        let names: Vec<&str> = reader.tracepoints().map(|(n, _)| n).collect();
-        eprintln!(
-            "ue-decoder: reading {} on {} CPUs; stop with SIGINT or SIGTERM",
-            names.join(", "),
-            reader.cpus().len()
-        );
-    }))?;
+    let rt = runtime()?;
+    let source = PerfSource::open(reader, &names, &signals)?;
+    let names: Vec<&str> = source.reader().tracepoints().map(|(n, _)| n).collect();
+    eprintln!(
+        "ue-decoder: reading {} on {} CPUs; stop with SIGINT or SIGTERM",
+        names.join(", "),
+        source.reader().cpus().len()
+    );
+    let snapshot = rt.block_on(ue_decoder::run(source, config, shutdown_signal()))?;
     eprint!("ue-decoder: final counters\n{snapshot}");
     Ok(ExitCode::SUCCESS)
+}
+
+impl From<SignalArg> for Signal {
+    fn from(s: SignalArg) -> Self {
+        match s {
+            SignalArg::Metrics => Self::Metrics,
+            SignalArg::Traces => Self::Traces,
+        }
+    }
 }
 
 fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
@@ -333,46 +342,13 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}", ue_decoder::otlp_json_line(&event.request))?;
         }
     } else {
-        let queue_bytes = args.sinks.queue_mib << 20;
-        runtime()?.block_on(async {
-            let sinks = SinkSet::start(sinks, queue_bytes, &tokio::runtime::Handle::current())?;
-            let mut batcher = Batcher::new(BatchConfig::default());
-            let now = std::time::Instant::now();
-            while let Some(event) = reader.next_event()? {
-                for batch in batcher.push(event.request, now) {
-                    sinks.submit(std::sync::Arc::new(batch));
-                }
-            }
-            for batch in batcher.flush() {
-                sinks.submit(std::sync::Arc::new(batch));
-            }
-            for s in sinks
-                .shutdown(Duration::from_secs(args.shutdown_secs))
-                .await
-            {
-                eprintln!(
-                    "ue-decoder: sink {}: sent {} items in {} batches, dropped {:?}{}",
-                    s.name,
-                    s.items_sent,
-                    s.batches_sent,
-                    s.dropped_items,
-                    s.last_error
-                        .map(|e| format!(", last error: {e}"))
-                        .unwrap_or_default()
-                );
-            }
-            anyhow::Ok(())
-        })?;
+        let forward = args.sinks.forward(sinks, args.shutdown_secs);
+        for sink in runtime()?.block_on(ue_decoder::forward_capture(&mut reader, &forward))? {
+            eprintln!("ue-decoder: {sink}");
+        }
     }
     let stats = reader.stats();
-    eprintln!(
-        "ue-decoder: {}: events {:?}, items {:?}, malformed {:?}, lost {}",
-        args.capture.display(),
-        stats.events,
-        stats.items,
-        stats.malformed,
-        stats.lost_total()
-    );
+    eprintln!("ue-decoder: {}: {stats}", args.capture.display());
     if stats.lost_total() > 0 {
         eprintln!(
             "ue-decoder: warning: perf lost {} records while recording this capture",

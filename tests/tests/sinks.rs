@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tests::receiver::{Protocol, Received, Receiver, Respond};
 use tonic::Code;
 use ue_decoder::{
-    Batch, GrpcConfig, HttpConfig, Request, RetryConfig, Signal, SinkConfig, SinkSet, SinkSnapshot,
+    Batch, OtlpConfig, Protocol as Transport, Request, RetryConfig, Signal, SinkConfig, SinkSet,
+    SinkSnapshot,
 };
 use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
@@ -35,8 +36,9 @@ fn fast_retry() -> RetryConfig {
     }
 }
 
-fn http(endpoint: String) -> HttpConfig {
-    HttpConfig {
+fn http(endpoint: String) -> OtlpConfig {
+    OtlpConfig {
+        protocol: Transport::HttpProtobuf,
         endpoint,
         headers: Vec::new(),
         timeout: Duration::from_secs(2),
@@ -45,8 +47,9 @@ fn http(endpoint: String) -> HttpConfig {
     }
 }
 
-fn grpc(endpoint: String) -> GrpcConfig {
-    GrpcConfig {
+fn grpc(endpoint: String) -> OtlpConfig {
+    OtlpConfig {
+        protocol: Transport::Grpc,
         endpoint,
         headers: Vec::new(),
         timeout: Duration::from_secs(2),
@@ -157,17 +160,17 @@ fn gaps(received: &[Received]) -> Vec<Duration> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_delivers_batches_with_headers_plain_and_gzip() {
     let receiver = Receiver::start().await.unwrap();
-    let plain = HttpConfig {
+    let plain = OtlpConfig {
         headers: vec![("x-tenant".into(), "plain".into())],
         ..http(receiver.http_endpoint())
     };
-    let gzip = HttpConfig {
+    let gzip = OtlpConfig {
         headers: vec![("Authorization".into(), "Bearer gz".into())],
         gzip: true,
         ..http(receiver.http_endpoint())
     };
     let set = start(
-        vec![SinkConfig::OtlpHttp(plain), SinkConfig::OtlpHttp(gzip)],
+        vec![SinkConfig::Otlp(plain), SinkConfig::Otlp(gzip)],
         1 << 20,
     );
     let (t, m) = (traces("http", 3), metrics("http", 2));
@@ -215,17 +218,17 @@ async fn http_delivers_batches_with_headers_plain_and_gzip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_delivers_batches_with_metadata_plain_and_gzip() {
     let receiver = Receiver::start().await.unwrap();
-    let plain = GrpcConfig {
+    let plain = OtlpConfig {
         headers: vec![("X-Tenant".into(), "plain".into())],
         ..grpc(receiver.grpc_endpoint())
     };
-    let gzip = GrpcConfig {
+    let gzip = OtlpConfig {
         headers: vec![("x-tenant".into(), "gz".into())],
         gzip: true,
         ..grpc(receiver.grpc_endpoint())
     };
     let set = start(
-        vec![SinkConfig::OtlpGrpc(plain), SinkConfig::OtlpGrpc(gzip)],
+        vec![SinkConfig::Otlp(plain), SinkConfig::Otlp(gzip)],
         1 << 20,
     );
     let (t, m) = (traces("grpc", 4), metrics("grpc", 3));
@@ -254,7 +257,7 @@ async fn http_503_with_retry_after_waits_that_long_then_delivers_once() {
     let receiver = Receiver::start().await.unwrap();
     receiver.script(Signal::Traces, [Respond::status(503).retry_after(1)]);
     let set = start(
-        vec![SinkConfig::OtlpHttp(http(receiver.http_endpoint()))],
+        vec![SinkConfig::Otlp(http(receiver.http_endpoint()))],
         1 << 20,
     );
     let batch = traces("ra", 2);
@@ -281,7 +284,7 @@ async fn http_retry_after_as_a_date_is_honoured() {
     let at = SystemTime::now() + Duration::from_millis(2500);
     receiver.script(Signal::Metrics, [Respond::status(429).retry_after_date(at)]);
     let set = start(
-        vec![SinkConfig::OtlpHttp(http(receiver.http_endpoint()))],
+        vec![SinkConfig::Otlp(http(receiver.http_endpoint()))],
         1 << 20,
     );
     set.submit(metrics("date", 1));
@@ -312,7 +315,7 @@ async fn http_429_without_retry_after_backs_off_exponentially() {
             Respond::status(502),
         ],
     );
-    let config = HttpConfig {
+    let config = OtlpConfig {
         retry: RetryConfig {
             initial_interval: Duration::from_millis(100),
             max_interval: Duration::from_secs(1),
@@ -320,7 +323,7 @@ async fn http_429_without_retry_after_backs_off_exponentially() {
         },
         ..http(receiver.http_endpoint())
     };
-    let set = start(vec![SinkConfig::OtlpHttp(config)], 1 << 20);
+    let set = start(vec![SinkConfig::Otlp(config)], 1 << 20);
     set.submit(traces("backoff", 1));
     let s = wait_for(&set, 0, |s| s.batches_sent == 1).await;
     assert_eq!(s.retries, 3);
@@ -345,7 +348,7 @@ async fn http_400_is_dropped_at_once_as_permanent() {
         [Respond::status(400).message("span 3 has no trace id")],
     );
     let set = start(
-        vec![SinkConfig::OtlpHttp(http(receiver.http_endpoint()))],
+        vec![SinkConfig::Otlp(http(receiver.http_endpoint()))],
         1 << 20,
     );
     set.submit(traces("bad", 4));
@@ -371,11 +374,11 @@ async fn partial_success_is_counted_and_not_retried() {
     receiver.script(Signal::Traces, [Respond::partial(2, "2 spans too old")]);
     receiver.script(Signal::Metrics, [Respond::partial(1, "NaN point")]);
     let over_http = start(
-        vec![SinkConfig::OtlpHttp(http(receiver.http_endpoint()))],
+        vec![SinkConfig::Otlp(http(receiver.http_endpoint()))],
         1 << 20,
     );
     let over_grpc = start(
-        vec![SinkConfig::OtlpGrpc(grpc(receiver.grpc_endpoint()))],
+        vec![SinkConfig::Otlp(grpc(receiver.grpc_endpoint()))],
         1 << 20,
     );
     over_http.submit(traces("partial", 5));
@@ -404,7 +407,7 @@ async fn partial_success_is_counted_and_not_retried() {
 async fn grpc_retries_only_what_the_spec_says() {
     let receiver = Receiver::start().await.unwrap();
     let set = start(
-        vec![SinkConfig::OtlpGrpc(grpc(receiver.grpc_endpoint()))],
+        vec![SinkConfig::Otlp(grpc(receiver.grpc_endpoint()))],
         1 << 20,
     );
 
@@ -471,8 +474,8 @@ async fn a_collector_outage_is_retried_until_it_is_back() {
     let mut receiver = Receiver::start().await.unwrap();
     let set = start(
         vec![
-            SinkConfig::OtlpHttp(http(receiver.http_endpoint())),
-            SinkConfig::OtlpGrpc(grpc(receiver.grpc_endpoint())),
+            SinkConfig::Otlp(http(receiver.http_endpoint())),
+            SinkConfig::Otlp(grpc(receiver.grpc_endpoint())),
         ],
         1 << 20,
     );
@@ -512,7 +515,7 @@ async fn a_collector_outage_is_retried_until_it_is_back() {
 async fn retries_stop_at_max_elapsed_and_drop_the_batch() {
     let receiver = Receiver::start().await.unwrap();
     receiver.set_default(Signal::Traces, Respond::status(503));
-    let config = HttpConfig {
+    let config = OtlpConfig {
         retry: RetryConfig {
             max_elapsed: Duration::from_millis(700),
             ..fast_retry()
@@ -520,7 +523,7 @@ async fn retries_stop_at_max_elapsed_and_drop_the_batch() {
         ..http(receiver.http_endpoint())
     };
     let started = Instant::now();
-    let set = start(vec![SinkConfig::OtlpHttp(config)], 1 << 20);
+    let set = start(vec![SinkConfig::Otlp(config)], 1 << 20);
     set.submit(traces("doomed", 3));
     let s = wait_for(&set, 0, |s| s.dropped("retries_exhausted") == 3).await;
     let took = started.elapsed();
@@ -544,8 +547,8 @@ async fn a_slow_sink_drops_on_a_full_queue_while_a_fast_one_gets_everything() {
     let queue_bytes = batches.iter().map(|b| b.bytes).max().unwrap() * 3;
     let set = start(
         vec![
-            SinkConfig::OtlpHttp(http(slow.http_endpoint())),
-            SinkConfig::OtlpGrpc(grpc(fast.grpc_endpoint())),
+            SinkConfig::Otlp(http(slow.http_endpoint())),
+            SinkConfig::Otlp(grpc(fast.grpc_endpoint())),
         ],
         queue_bytes,
     );
@@ -597,8 +600,8 @@ async fn shutdown_flushes_everything_it_has_time_for() {
     let receiver = Receiver::start().await.unwrap();
     let set = start(
         vec![
-            SinkConfig::OtlpHttp(http(receiver.http_endpoint())),
-            SinkConfig::OtlpGrpc(grpc(receiver.grpc_endpoint())),
+            SinkConfig::Otlp(http(receiver.http_endpoint())),
+            SinkConfig::Otlp(grpc(receiver.grpc_endpoint())),
         ],
         1 << 20,
     );
@@ -629,7 +632,7 @@ async fn shutdown_deadline_counts_what_is_left_as_shutdown() {
         Respond::Ok.after(Duration::from_millis(400)),
     );
     let set = start(
-        vec![SinkConfig::OtlpHttp(http(receiver.http_endpoint()))],
+        vec![SinkConfig::Otlp(http(receiver.http_endpoint()))],
         1 << 20,
     );
     let batches: Vec<_> = (0..10).map(|i| traces(&format!("s{i}"), 3)).collect();
@@ -742,8 +745,8 @@ async fn otlp_receiver_binary_prints_each_request_and_dumps_on_exit() {
     };
     let set = start(
         vec![
-            SinkConfig::OtlpHttp(http(addr("http="))),
-            SinkConfig::OtlpGrpc(grpc(addr("grpc="))),
+            SinkConfig::Otlp(http(addr("http="))),
+            SinkConfig::Otlp(grpc(addr("grpc="))),
         ],
         1 << 20,
     );

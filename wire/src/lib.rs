@@ -5,7 +5,7 @@
 //!
 //! - [`layout`]: tracepoint names, the field layout, the `__rel_loc` encoding and the size
 //!   limits (pure: bytes in, values out);
-//! - [`Signal`]: which OTLP signal a tracepoint carries;
+//! - [`Signal`] and [`TracepointNames`]: which OTLP signal a tracepoint carries;
 //! - [`Tracepoint`]: registering a tracepoint with that layout and writing events to it,
 //!   with [`register_hint`] explaining a refused registration.
 //!
@@ -30,5 +30,5 @@ pub mod layout;
 mod signal;
 mod tracepoint;
 
-pub use signal::Signal;
+pub use signal::{Signal, TracepointNames};
 pub use tracepoint::{Tracepoint, register_hint};

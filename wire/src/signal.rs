@@ -39,3 +39,50 @@ impl fmt::Display for Signal {
         f.write_str(self.as_str())
     }
 }
+
+/// The tracepoint each signal is read from (or was recorded from).
+///
+/// A name matches a perf event name either exactly (`user_events:otlp_metrics`) or after
+/// the `user_events:` system prefix (`otlp_metrics`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TracepointNames {
+    /// The metrics tracepoint, `otlp_metrics` by default.
+    pub metrics: String,
+    /// The traces tracepoint, `otlp_traces` by default.
+    pub traces: String,
+}
+
+/// The tracefs system, and perf event name prefix, of user_events tracepoints.
+const USER_EVENTS_SYSTEM: &str = "user_events";
+
+impl Default for TracepointNames {
+    fn default() -> Self {
+        Self {
+            metrics: layout::METRICS_TRACEPOINT.to_owned(),
+            traces: layout::TRACES_TRACEPOINT.to_owned(),
+        }
+    }
+}
+
+impl TracepointNames {
+    /// The tracepoint of `signal`.
+    pub fn get(&self, signal: Signal) -> &str {
+        match signal {
+            Signal::Metrics => &self.metrics,
+            Signal::Traces => &self.traces,
+        }
+    }
+
+    /// The signal a tracepoint or perf event name (`user_events:otlp_metrics`) carries, if
+    /// any.
+    pub fn signal_of(&self, event_name: &str) -> Option<Signal> {
+        let matches = |name: &str| {
+            event_name == name
+                || event_name
+                    .strip_prefix(USER_EVENTS_SYSTEM)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    == Some(name)
+        };
+        Signal::ALL.into_iter().find(|s| matches(self.get(*s)))
+    }
+}

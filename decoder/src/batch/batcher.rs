@@ -124,6 +124,7 @@ impl Batcher {
     }
 
     /// Items waiting per signal.
+    #[cfg(test)]
     pub fn pending_items(&self, signal: Signal) -> u64 {
         match signal {
             Signal::Metrics => self.metrics.items,

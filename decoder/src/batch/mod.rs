@@ -6,5 +6,5 @@
 
 mod batcher;
 
-pub use batcher::Batcher;
+pub(crate) use batcher::Batcher;
 pub use batcher::{Batch, BatchConfig};

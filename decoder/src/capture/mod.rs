@@ -8,6 +8,5 @@
 mod perfdata;
 
 pub use perfdata::{
-    PerfDataDecoded, PerfDataError, PerfDataEvent, PerfDataReader, PerfDataStats, TracepointNames,
-    decode_perf_data,
+    PerfDataDecoded, PerfDataError, PerfDataEvent, PerfDataReader, PerfDataStats, decode_perf_data,
 };

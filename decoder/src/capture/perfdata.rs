@@ -30,54 +30,10 @@ use linux_perf_data::{PerfFile, PerfFileReader, PerfFileRecord, PerfRecordIter};
 use ue_wire::layout;
 
 use crate::decode::decode_event;
-use crate::decode::{Request, Signal};
-
-/// The perf event name prefix of user_events tracepoints (`user_events:<name>`).
-const USER_EVENTS_SYSTEM: &str = "user_events";
+use crate::decode::{Request, Signal, TracepointNames};
 
 /// The header size field of the pipe form (`perf record -o -`).
 const PIPE_HEADER_SIZE: u64 = 16;
-
-/// Which events of a perf.data file carry which signal.
-///
-/// A name matches the perf event name either exactly (`user_events:otlp_metrics`) or
-/// after the `user_events:` system prefix (`otlp_metrics`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TracepointNames {
-    /// The metrics tracepoint, `otlp_metrics` by default.
-    pub metrics: String,
-    /// The traces tracepoint, `otlp_traces` by default.
-    pub traces: String,
-}
-
-impl Default for TracepointNames {
-    fn default() -> Self {
-        Self {
-            metrics: layout::METRICS_TRACEPOINT.to_owned(),
-            traces: layout::TRACES_TRACEPOINT.to_owned(),
-        }
-    }
-}
-
-impl TracepointNames {
-    /// The signal a perf event name (`user_events:otlp_metrics`) carries, if any.
-    pub fn signal_of(&self, event_name: &str) -> Option<Signal> {
-        let matches = |name: &str| {
-            event_name == name
-                || event_name
-                    .strip_prefix(USER_EVENTS_SYSTEM)
-                    .and_then(|rest| rest.strip_prefix(':'))
-                    == Some(name)
-        };
-        if matches(&self.metrics) {
-            Some(Signal::Metrics)
-        } else if matches(&self.traces) {
-            Some(Signal::Traces)
-        } else {
-            None
-        }
-    }
-}
 
 /// One decoded OTLP event of a perf.data file, with the sample's metadata.
 #[derive(Clone, Debug, PartialEq)]
@@ -134,6 +90,19 @@ impl PerfDataStats {
     /// incomplete.
     pub fn lost_total(&self) -> u64 {
         self.lost.max(self.lost_samples.values().sum())
+    }
+}
+
+impl std::fmt::Display for PerfDataStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "events {:?}, items {:?}, malformed {:?}, lost {}",
+            self.events,
+            self.items,
+            self.malformed,
+            self.lost_total()
+        )
     }
 }
 

@@ -1,5 +1,6 @@
-//! The daemon: a reader thread drains the perf rings and decodes events, a task merges them
-//! into batches, and the sinks send them, each from its own bounded queue.
+//! The daemon: a reading thread drains an [`EventSource`] (the perf rings) and decodes the
+//! events, a task merges them into batches, and the sinks send them, each from its own
+//! bounded queue ([`Forwarder`](super::forward::Forwarder)).
 //!
 //! ```text
 //! perf rings --(reader thread: drain, decode)--> channel --(batcher task)--> SinkSet --> sinks
@@ -13,39 +14,39 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::forward::{ForwardConfig, Forwarder};
+use super::source::EventSource;
+use super::stats::{Snapshot, Stats};
 use crate::batch::Batch;
-use crate::batch::{BatchConfig, Batcher};
-use crate::daemon::stats::{Snapshot, Stats};
-use crate::decode::decode_event;
-use crate::decode::{Request, Signal};
+use crate::decode::{Request, Signal, decode_event};
 use crate::kernel::ReaderError;
-use crate::kernel::{ReaderConfig, TracepointReader};
-use crate::sink::{SinkConfig, SinkError, SinkSet};
+use crate::sink::SinkError;
 
-/// Everything `ue-decoder run` needs.
-#[derive(Clone, Debug)]
+/// Everything [`run`] needs besides its source.
+#[derive(Clone, Debug, PartialEq)]
 pub struct RunConfig {
-    /// Which tracepoints to read, and how.
-    pub reader: ReaderConfig,
-    /// The signal each of `reader.tracepoints` carries, in the same order.
-    pub signals: Vec<Signal>,
-    /// When batches are sent.
-    pub batch: BatchConfig,
-    /// Where batches go.
-    pub sinks: Vec<SinkConfig>,
-    /// The most bytes each sink may hold queued.
-    pub queue_bytes: usize,
-    /// How long shutdown may spend sending what is queued and in flight.
-    pub shutdown_deadline: Duration,
+    /// Batching, sinks and the shutdown deadline.
+    pub forward: ForwardConfig,
     /// How often the counters are logged (and exported, with `self_metrics`).
     pub stats_interval: Duration,
     /// Also send the decoder's counters as OTLP metrics through the sinks.
     pub self_metrics: bool,
+}
+
+impl Default for RunConfig {
+    /// [`ForwardConfig::default`] (no sink yet), counters every 10 s, no self-metrics.
+    fn default() -> Self {
+        Self {
+            forward: ForwardConfig::default(),
+            stats_interval: Duration::from_secs(10),
+            self_metrics: false,
+        }
+    }
 }
 
 /// Why the daemon could not run.
@@ -63,59 +64,35 @@ pub enum RunError {
     Config(String),
 }
 
-/// Requests in flight between the reader thread and the batcher; bounded so that a stalled
-/// batcher shows up as kernel-counted loss, not as unbounded memory.
-const CHANNEL_REQUESTS: usize = 4096;
+/// How long the reading thread sleeps in the source at most, and so how soon it sees a stop.
+const WAIT: Duration = Duration::from_millis(100);
 
-/// Opens the reader and the sinks, then forwards until `shutdown` resolves; then stops
-/// reading, drains the rings, flushes every batch, waits for the sinks up to the deadline
-/// and returns the final counters.
-///
-/// `ready` is called once the reader is attached: every event written after that is read or
-/// counted as lost by the kernel.
+/// Forwards what `source` yields until `shutdown` resolves; then stops reading, drains the
+/// source, flushes every batch, waits for the sinks up to the deadline and returns the
+/// final counters.
 pub async fn run(
+    source: impl EventSource,
     config: RunConfig,
     shutdown: impl Future<Output = ()>,
-    ready: impl FnOnce(&TracepointReader),
 ) -> Result<Snapshot, RunError> {
-    if config.reader.tracepoints.len() != config.signals.len() {
-        return Err(RunError::Config("one signal per tracepoint".into()));
-    }
-    if config.sinks.is_empty() {
+    if config.forward.sinks.is_empty() {
         return Err(RunError::Config(
             "no sink: give an endpoint, --stdout or --file".into(),
         ));
     }
     let started = SystemTime::now();
     let stats = Arc::new(Stats::default());
-    let sinks = Arc::new(SinkSet::start(
-        config.sinks.clone(),
-        config.queue_bytes,
-        &tokio::runtime::Handle::current(),
-    )?);
-    let reader = TracepointReader::open(&config.reader)?;
-    ready(&reader);
+    let mut forwarder = Forwarder::start(&config.forward, Arc::clone(&stats))?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel(CHANNEL_REQUESTS);
     let reading = {
-        let (stop, stats, signals) = (
-            Arc::clone(&stop),
-            Arc::clone(&stats),
-            config.signals.clone(),
-        );
+        let (stop, stats, tx) = (Arc::clone(&stop), Arc::clone(&stats), forwarder.sender());
         thread::Builder::new()
             .name("ue-reader".into())
-            .spawn(move || read_loop(reader, &signals, &stop, &stats, &tx))
+            .spawn(move || read_loop(source, &stop, &stats, &tx))
             .map_err(|e| RunError::Config(format!("cannot start the reader thread: {e}")))?
     };
 
-    let mut batching = tokio::spawn(batch_loop(
-        rx,
-        config.batch,
-        Arc::clone(&stats),
-        Arc::clone(&sinks),
-    ));
     let mut ticker = tokio::time::interval(config.stats_interval);
     ticker.tick().await;
     tokio::pin!(shutdown);
@@ -123,54 +100,47 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             _ = ticker.tick() => {
-                let snap = stats.snapshot(sinks.snapshot());
+                let snap = stats.snapshot(forwarder.sinks().snapshot());
                 log_snapshot(&snap);
                 if config.self_metrics {
                     let req = Request::Metrics(snap.to_otlp(started, SystemTime::now()));
-                    sinks.submit(Arc::new(Batch::new(req)));
+                    forwarder.sinks().submit(Arc::new(Batch::new(req)));
                 }
             }
-            // The reader thread ended by itself: a fatal read error, logged there.
-            _ = &mut batching => {
+            // The reading thread ended by itself: a fatal read error, logged there.
+            () = forwarder.batching_ended() => {
                 warn!("reading stopped; shutting down");
                 break;
             }
         }
     }
 
-    info!("shutting down: draining the rings and flushing batches");
+    info!("shutting down: draining the source and flushing batches");
     stop.store(true, Ordering::Release);
-    // The reader drains what the rings still hold, then drops its sender, which ends the
+    // The reader drains what the source still holds, then drops its sender, which ends the
     // batcher after its final flush.
     let _ = tokio::task::spawn_blocking(move || reading.join()).await;
     tracing::debug!("reader stopped");
-    if !batching.is_finished() {
-        let _ = batching.await;
-    }
-    tracing::debug!("batches flushed; waiting for the sinks");
-    let sinks = Arc::into_inner(sinks).expect("the batcher, the only other owner, has ended");
-    let sink_snapshots = sinks.shutdown(config.shutdown_deadline).await;
+    let sink_snapshots = forwarder.finish().await;
     Ok(stats.snapshot(sink_snapshots))
 }
 
-/// The reader thread: wait, drain, decode, hand on; after `stop`, one last drain.
+/// The reading thread: wait, drain, decode, hand on; after `stop`, one last drain.
 fn read_loop(
-    mut reader: TracepointReader,
-    signals: &[Signal],
+    mut source: impl EventSource,
     stop: &AtomicBool,
     stats: &Stats,
     tx: &mpsc::Sender<Request>,
 ) {
     loop {
         let stopping = stop.load(Ordering::Acquire);
-        if !stopping && let Err(e) = reader.wait(Duration::from_millis(100)) {
-            warn!("waiting on the perf rings failed: {e}");
+        if !stopping && let Err(e) = source.wait(WAIT) {
+            warn!("waiting on the event source failed: {e}");
             return;
         }
         let mut decoded = Vec::new();
-        reader.drain(|event| {
-            let signal = signals[event.index];
-            match decode_event(signal, event.fields) {
+        source.drain(
+            &mut |signal, event| match decode_event(signal, event.fields) {
                 Ok(req) => {
                     let bytes = event.payload().map_or(0, |p| p.buffer.len());
                     stats.decoded(signal, bytes, req.items());
@@ -184,9 +154,9 @@ fn read_loop(
                         "skipped event: {e}"
                     );
                 }
-            }
-        });
-        stats.set_reader_counts(reader.lost_by_cpu(), reader.malformed_records());
+            },
+        );
+        stats.set_reader_counts(source.lost_by_cpu(), &source.malformed_records());
         for req in decoded {
             if tx.blocking_send(req).is_err() {
                 return; // the batcher is gone: shutting down
@@ -195,40 +165,6 @@ fn read_loop(
         if stopping {
             return;
         }
-    }
-}
-
-/// The batching task: merge requests, send due batches, flush at the end.
-async fn batch_loop(
-    mut rx: mpsc::Receiver<Request>,
-    config: BatchConfig,
-    stats: Arc<Stats>,
-    sinks: Arc<SinkSet>,
-) {
-    let mut batcher = Batcher::new(config);
-    let send = |batches: Vec<Batch>| {
-        for b in batches {
-            stats.batched(b.signal(), b.items);
-            sinks.submit(Arc::new(b));
-        }
-    };
-    loop {
-        let deadline = batcher.next_deadline();
-        tokio::select! {
-            req = rx.recv() => match req {
-                Some(req) => send(batcher.push(req, Instant::now())),
-                None => break,
-            },
-            () = sleep_until(deadline) => send(batcher.poll(Instant::now())),
-        }
-    }
-    send(batcher.flush());
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
     }
 }
 

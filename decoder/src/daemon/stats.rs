@@ -293,22 +293,7 @@ impl fmt::Display for Snapshot {
             self.kernel_lost
         )?;
         for s in &self.sinks {
-            writeln!(
-                f,
-                "sink {}: sent {} batches, {} items, {} bytes; retries {}; rejected {}; dropped {:?}; queued {} bytes{}",
-                s.name,
-                s.batches_sent,
-                s.items_sent,
-                s.bytes_sent,
-                s.retries,
-                s.rejected_items,
-                s.dropped_items,
-                s.queue_bytes,
-                s.last_error
-                    .as_ref()
-                    .map(|e| format!("; last error: {e}"))
-                    .unwrap_or_default()
-            )?;
+            writeln!(f, "{s}")?;
         }
         Ok(())
     }

@@ -11,5 +11,5 @@ mod request;
 
 pub use event::{Malformed, decode_event};
 pub use json::otlp_json_line;
-pub use request::{Request, Signal};
+pub use request::{Request, Signal, TracepointNames};
 pub(crate) use request::{metrics_items, traces_items};

@@ -4,7 +4,7 @@ use prost::Message;
 use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
 
-pub use ue_wire::Signal;
+pub use ue_wire::{Signal, TracepointNames};
 
 /// One OTLP export request of either signal.
 #[derive(Clone, Debug, PartialEq)]

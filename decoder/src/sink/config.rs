@@ -1,18 +1,89 @@
-//! What sinks to start: [`SinkConfig`], and why one could not start, [`SinkError`].
+//! What sinks to start: [`SinkConfig`] (with [`OtlpConfig`] for either OTLP transport),
+//! and why one could not start, [`SinkError`].
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use super::grpc::GrpcConfig;
-use super::http::HttpConfig;
+use super::RetryConfig;
+
+/// The transport of an OTLP sink.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// OTLP/HTTP with binary protobuf bodies (`http/protobuf`).
+    #[default]
+    HttpProtobuf,
+    /// OTLP/gRPC.
+    Grpc,
+}
+
+impl Protocol {
+    /// The OTLP specification's default endpoint for this transport.
+    pub fn default_endpoint(self) -> &'static str {
+        match self {
+            Self::HttpProtobuf => "http://localhost:4318",
+            Self::Grpc => "http://localhost:4317",
+        }
+    }
+
+    /// The sink's kind in names and errors: `otlp-http` or `otlp-grpc`.
+    pub(crate) fn sink_kind(self) -> &'static str {
+        match self {
+            Self::HttpProtobuf => "otlp-http",
+            Self::Grpc => "otlp-grpc",
+        }
+    }
+}
+
+/// Where and how an OTLP sink sends, over either transport.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OtlpConfig {
+    /// OTLP/HTTP or OTLP/gRPC.
+    pub protocol: Protocol,
+    /// The collector's URL, e.g. `http://127.0.0.1:4318` (`https://` for TLS with the
+    /// system's CA roots). OTLP/HTTP appends `/v1/metrics` and `/v1/traces` to its path;
+    /// a URL already ending in either signal's path is taken as that signal's URL, the
+    /// other's being its sibling. OTLP/gRPC assumes `http://` when there is no scheme.
+    pub endpoint: String,
+    /// Extra request headers (HTTP) or metadata (gRPC, names lower-cased), e.g.
+    /// authentication.
+    pub headers: Vec<(String, String)>,
+    /// The limit on one request, connecting included (sent as `grpc-timeout` too).
+    pub timeout: Duration,
+    /// Compress requests with gzip (`Content-Encoding` or `grpc-encoding: gzip`).
+    pub gzip: bool,
+    /// Retries of retryable failures.
+    pub retry: RetryConfig,
+}
+
+impl OtlpConfig {
+    /// The OTLP specification's defaults for `protocol`: its default endpoint, a 10 s
+    /// timeout, no compression; the Collector's retry schedule.
+    pub fn new(protocol: Protocol) -> Self {
+        Self {
+            protocol,
+            endpoint: protocol.default_endpoint().into(),
+            headers: Vec::new(),
+            timeout: Duration::from_secs(10),
+            gzip: false,
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+impl Default for OtlpConfig {
+    /// OTLP/HTTP to `http://localhost:4318`, as [`OtlpConfig::new`] says.
+    fn default() -> Self {
+        Self::new(Protocol::default())
+    }
+}
 
 /// One sink to start.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SinkConfig {
-    /// OTLP/HTTP with protobuf bodies.
-    OtlpHttp(HttpConfig),
-    /// OTLP/gRPC.
-    OtlpGrpc(GrpcConfig),
+    /// OTLP over HTTP or gRPC.
+    Otlp(OtlpConfig),
     /// One OTLP/JSON line per batch on stdout.
     Stdout,
     /// One OTLP/JSON line per batch appended to a file.
@@ -23,8 +94,7 @@ impl SinkConfig {
     /// The sink's name in snapshots and logs, e.g. `otlp-http http://127.0.0.1:4318`.
     pub fn name(&self) -> String {
         match self {
-            Self::OtlpHttp(c) => format!("otlp-http {}", c.endpoint),
-            Self::OtlpGrpc(c) => format!("otlp-grpc {}", c.endpoint),
+            Self::Otlp(c) => format!("{} {}", c.protocol.sink_kind(), c.endpoint),
             Self::Stdout => "stdout".into(),
             Self::File(path) => format!("file {}", path.display()),
         }

@@ -10,40 +10,10 @@ use tonic_types::StatusExt as _;
 use ue_proto::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use ue_proto::collector::trace::v1::trace_service_client::TraceServiceClient;
 
-use super::retry::RetryConfig;
-use super::{Outcome, SinkError};
+use super::transport::PartialSuccess;
+use super::{OtlpConfig, Outcome, SinkError};
 use crate::batch::Batch;
 use crate::decode::Request;
-
-/// Where and how the `otlp-grpc` sink sends.
-#[derive(Clone, Debug, PartialEq)]
-pub struct GrpcConfig {
-    /// The collector's URL, e.g. `http://127.0.0.1:4317` (`https://` for TLS with the
-    /// system's CA roots); without a scheme, `http://` is assumed.
-    pub endpoint: String,
-    /// Extra request metadata, e.g. authentication; names are lower-cased.
-    pub headers: Vec<(String, String)>,
-    /// The limit on one request (sent as `grpc-timeout` too), and on connecting.
-    pub timeout: Duration,
-    /// Compress requests with gzip (`grpc-encoding: gzip`).
-    pub gzip: bool,
-    /// Retries of retryable failures.
-    pub retry: RetryConfig,
-}
-
-impl Default for GrpcConfig {
-    /// The OTLP specification's defaults: `http://localhost:4317`, a 10 s timeout, no
-    /// compression.
-    fn default() -> Self {
-        Self {
-            endpoint: "http://localhost:4317".into(),
-            headers: Vec::new(),
-            timeout: Duration::from_secs(10),
-            gzip: false,
-            retry: RetryConfig::default(),
-        }
-    }
-}
 
 /// What the OTLP specification says a failed call's status calls for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,7 +77,7 @@ pub(crate) struct GrpcSink {
 impl GrpcSink {
     /// Checks the configuration and builds the clients; connects (and reconnects) only
     /// when sending. Must run inside a tokio runtime.
-    pub(crate) fn new(config: &GrpcConfig) -> Result<Self, SinkError> {
+    pub(crate) fn new(config: &OtlpConfig) -> Result<Self, SinkError> {
         let url = with_scheme(&config.endpoint);
         let invalid = |reason: String| SinkError::InvalidEndpoint {
             sink: "otlp-grpc",
@@ -146,34 +116,13 @@ impl GrpcSink {
     pub(crate) async fn send(&self, batch: &Batch) -> Outcome {
         // tonic takes the message by value; a clone per attempt is the price of using the
         // official stubs, small next to the network.
-        let result = match &batch.request {
-            Request::Metrics(r) => self
-                .metrics
-                .clone()
-                .export(self.request(r.clone()))
-                .await
-                .map(|resp| {
-                    resp.into_inner()
-                        .partial_success
-                        .map(|p| (p.rejected_data_points.max(0) as u64, p.error_message))
-                }),
-            Request::Traces(r) => self
-                .traces
-                .clone()
-                .export(self.request(r.clone()))
-                .await
-                .map(|resp| {
-                    resp.into_inner()
-                        .partial_success
-                        .map(|p| (p.rejected_spans.max(0) as u64, p.error_message))
-                }),
-        };
-        match result {
-            Ok(partial) => {
-                let (rejected, message) = partial.unwrap_or_default();
-                Outcome::Sent { rejected, message }
+        match &batch.request {
+            Request::Metrics(r) => {
+                outcome(self.metrics.clone().export(self.request(r.clone())).await)
             }
-            Err(status) => outcome_of(&status),
+            Request::Traces(r) => {
+                outcome(self.traces.clone().export(self.request(r.clone())).await)
+            }
         }
     }
 
@@ -182,6 +131,15 @@ impl GrpcSink {
         *request.metadata_mut() = self.metadata.clone();
         request.set_timeout(self.timeout);
         request
+    }
+}
+
+/// What a call's result calls for: a partial success's rejected items, or what its failure
+/// calls for.
+fn outcome<R: PartialSuccess>(result: Result<tonic::Response<R>, Status>) -> Outcome {
+    match result {
+        Ok(response) => response.into_inner().outcome(),
+        Err(status) => outcome_of(&status),
     }
 }
 

@@ -12,41 +12,11 @@ use reqwest::{StatusCode, Url};
 use ue_proto::collector::metrics::v1::ExportMetricsServiceResponse;
 use ue_proto::collector::trace::v1::ExportTraceServiceResponse;
 
-use super::retry::{RetryConfig, parse_retry_after};
-use super::{Outcome, SinkError, error_chain};
+use super::retry::parse_retry_after;
+use super::transport::PartialSuccess;
+use super::{OtlpConfig, Outcome, SinkError, error_chain};
 use crate::batch::Batch;
 use crate::decode::Signal;
-
-/// Where and how the `otlp-http` sink sends.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HttpConfig {
-    /// The collector's base URL, e.g. `http://127.0.0.1:4318`; `/v1/metrics` and
-    /// `/v1/traces` are appended to its path. A URL already ending in either signal's path
-    /// is taken as that signal's URL, the other signal's being its sibling.
-    pub endpoint: String,
-    /// Extra request headers, e.g. authentication.
-    pub headers: Vec<(String, String)>,
-    /// The limit on one request, connecting included.
-    pub timeout: Duration,
-    /// Compress bodies with gzip (`Content-Encoding: gzip`).
-    pub gzip: bool,
-    /// Retries of retryable failures.
-    pub retry: RetryConfig,
-}
-
-impl Default for HttpConfig {
-    /// The OTLP specification's defaults: `http://localhost:4318`, a 10 s timeout, no
-    /// compression.
-    fn default() -> Self {
-        Self {
-            endpoint: "http://localhost:4318".into(),
-            headers: Vec::new(),
-            timeout: Duration::from_secs(10),
-            gzip: false,
-            retry: RetryConfig::default(),
-        }
-    }
-}
 
 /// What the OTLP specification says a response status calls for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +47,7 @@ fn http_path(signal: Signal) -> &'static str {
     }
 }
 
-/// The sink's URL for each signal, per the endpoint rules of [`HttpConfig::endpoint`].
+/// The sink's URL for each signal, per the endpoint rules of [`OtlpConfig::endpoint`].
 pub(crate) fn signal_urls(endpoint: &str) -> Result<[Url; 2], String> {
     let base = Url::parse(endpoint).map_err(|e| e.to_string())?;
     if !matches!(base.scheme(), "http" | "https") {
@@ -137,7 +107,7 @@ pub(crate) struct HttpSink {
 
 impl HttpSink {
     /// Checks the configuration and builds the client; connects only when sending.
-    pub(crate) fn new(config: &HttpConfig) -> Result<Self, SinkError> {
+    pub(crate) fn new(config: &OtlpConfig) -> Result<Self, SinkError> {
         let urls = signal_urls(&config.endpoint).map_err(|reason| SinkError::InvalidEndpoint {
             sink: "otlp-http",
             endpoint: config.endpoint.clone(),
@@ -213,10 +183,7 @@ impl HttpSink {
         // Reading it failing after the status arrived changes neither the decision.
         let body = response.bytes().await.unwrap_or_default();
         match classify_status(status.as_u16()) {
-            HttpClass::Success => {
-                let (rejected, message) = partial_success(signal, &body);
-                Outcome::Sent { rejected, message }
-            }
+            HttpClass::Success => sent(signal, &body),
             HttpClass::Retryable => Outcome::Retry {
                 error: describe_failure(url, status, protobuf, &body),
                 after: retry_after,
@@ -228,20 +195,17 @@ impl HttpSink {
     }
 }
 
-/// Rejected items and the server's message from a success response body; none if the body
-/// is empty or not an OTLP response (then nothing was reported rejected).
-pub(crate) fn partial_success(signal: Signal, body: &[u8]) -> (u64, String) {
-    match signal {
-        Signal::Metrics => ExportMetricsServiceResponse::decode(body)
-            .ok()
-            .and_then(|r| r.partial_success)
-            .map(|p| (p.rejected_data_points.max(0) as u64, p.error_message)),
-        Signal::Traces => ExportTraceServiceResponse::decode(body)
-            .ok()
-            .and_then(|r| r.partial_success)
-            .map(|p| (p.rejected_spans.max(0) as u64, p.error_message)),
-    }
-    .unwrap_or_default()
+/// A success response's outcome: what its body's partial_success reports rejected, or
+/// nothing rejected if the body is empty or not an OTLP response.
+pub(crate) fn sent(signal: Signal, body: &[u8]) -> Outcome {
+    let decoded = match signal {
+        Signal::Metrics => ExportMetricsServiceResponse::decode(body).map(|r| r.outcome()),
+        Signal::Traces => ExportTraceServiceResponse::decode(body).map(|r| r.outcome()),
+    };
+    decoded.unwrap_or(Outcome::Sent {
+        rejected: 0,
+        message: String::new(),
+    })
 }
 
 /// `POST <url>: HTTP 400 Bad Request: <message>`, the message from the body's
@@ -369,6 +333,14 @@ mod tests {
         assert!(header_map(&[("x".into(), "a\nb".into())], false).is_err());
     }
 
+    /// What a success response's body reports rejected.
+    fn partial_success(signal: Signal, body: &[u8]) -> (u64, String) {
+        match sent(signal, body) {
+            Outcome::Sent { rejected, message } => (rejected, message),
+            other => panic!("a success is sent, not {other:?}"),
+        }
+    }
+
     #[test]
     fn partial_success_is_read_from_either_response() {
         let metrics = ExportMetricsServiceResponse {
@@ -421,9 +393,9 @@ mod tests {
 
         use crate::decode::Request;
 
-        let sink = HttpSink::new(&HttpConfig {
+        let sink = HttpSink::new(&OtlpConfig {
             gzip: true,
-            ..HttpConfig::default()
+            ..OtlpConfig::default()
         })
         .unwrap();
         let batch = Batch::new(Request::Traces(ExportTraceServiceRequest::default()));

@@ -18,9 +18,7 @@ mod retry;
 mod set;
 mod transport;
 
-pub use config::{SinkConfig, SinkError};
-pub use grpc::GrpcConfig;
-pub use http::HttpConfig;
+pub use config::{OtlpConfig, Protocol, SinkConfig, SinkError};
 pub use queue::SinkSnapshot;
 pub use retry::RetryConfig;
 pub use set::SinkSet;

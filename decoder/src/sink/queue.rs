@@ -48,6 +48,27 @@ impl SinkSnapshot {
     }
 }
 
+impl std::fmt::Display for SinkSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sink {}: sent {} batches, {} items, {} bytes; retries {}; rejected {}; dropped {:?}; queued {} bytes",
+            self.name,
+            self.batches_sent,
+            self.items_sent,
+            self.bytes_sent,
+            self.retries,
+            self.rejected_items,
+            self.dropped_items,
+            self.queue_bytes,
+        )?;
+        if let Some(e) = &self.last_error {
+            write!(f, "; last error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Why a batch was dropped: the keys of [`SinkSnapshot::dropped_items`].
 pub(crate) mod reason {
     /// The sink's queue had no room.

@@ -102,8 +102,7 @@ impl SinkSet {
         let mut built = Vec::with_capacity(configs.len());
         for config in &configs {
             let retry = match config {
-                SinkConfig::OtlpHttp(c) => c.retry.clone(),
-                SinkConfig::OtlpGrpc(c) => c.retry.clone(),
+                SinkConfig::Otlp(c) => c.retry.clone(),
                 // A write error is not a collector's backpressure: no retry.
                 SinkConfig::Stdout | SinkConfig::File(_) => RetryConfig {
                     enabled: false,
@@ -190,16 +189,16 @@ mod tests {
 
     use super::*;
     use crate::decode::Request;
-    use crate::sink::{GrpcConfig, HttpConfig};
+    use crate::sink::{OtlpConfig, Protocol};
 
     #[test]
     fn names_say_kind_and_destination() {
         assert_eq!(
-            SinkConfig::OtlpHttp(HttpConfig::default()).name(),
+            SinkConfig::Otlp(OtlpConfig::default()).name(),
             "otlp-http http://localhost:4318"
         );
         assert_eq!(
-            SinkConfig::OtlpGrpc(GrpcConfig::default()).name(),
+            SinkConfig::Otlp(OtlpConfig::new(Protocol::Grpc)).name(),
             "otlp-grpc http://localhost:4317"
         );
         assert_eq!(SinkConfig::Stdout.name(), "stdout");
@@ -212,18 +211,18 @@ mod tests {
     #[tokio::test]
     async fn a_bad_config_starts_nothing() {
         let rt = tokio::runtime::Handle::current();
-        let bad_retry = SinkConfig::OtlpHttp(HttpConfig {
+        let bad_retry = SinkConfig::Otlp(OtlpConfig {
             retry: RetryConfig {
                 multiplier: 0.0,
                 ..RetryConfig::default()
             },
-            ..HttpConfig::default()
+            ..OtlpConfig::default()
         });
         let err = SinkSet::start(vec![SinkConfig::Stdout, bad_retry], 1000, &rt).unwrap_err();
         assert!(matches!(err, SinkError::InvalidRetry { .. }), "{err}");
-        let bad_url = SinkConfig::OtlpGrpc(GrpcConfig {
+        let bad_url = SinkConfig::Otlp(OtlpConfig {
             endpoint: "http://bad host:1".into(),
-            ..GrpcConfig::default()
+            ..OtlpConfig::new(Protocol::Grpc)
         });
         let err = SinkSet::start(vec![bad_url], 1000, &rt).unwrap_err();
         assert!(err.to_string().contains("bad host"), "{err}");

@@ -4,8 +4,39 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use ue_proto::collector::metrics::v1::ExportMetricsServiceResponse;
+use ue_proto::collector::trace::v1::ExportTraceServiceResponse;
+
+use super::config::Protocol;
 use super::{SinkConfig, SinkError, grpc, http, lines};
 use crate::batch::Batch;
+
+/// An OTLP export response of either signal, over either transport: what its
+/// `partial_success` reports rejected (data points or spans).
+pub(crate) trait PartialSuccess {
+    /// The response as an outcome: sent, with the rejected items and the server's message.
+    fn outcome(self) -> Outcome;
+}
+
+impl PartialSuccess for ExportMetricsServiceResponse {
+    fn outcome(self) -> Outcome {
+        let (rejected, message) = self
+            .partial_success
+            .map(|p| (p.rejected_data_points, p.error_message))
+            .unwrap_or_default();
+        Outcome::sent(rejected, message)
+    }
+}
+
+impl PartialSuccess for ExportTraceServiceResponse {
+    fn outcome(self) -> Outcome {
+        let (rejected, message) = self
+            .partial_success
+            .map(|p| (p.rejected_spans, p.error_message))
+            .unwrap_or_default();
+        Outcome::sent(rejected, message)
+    }
+}
 
 /// The result of one attempt at sending a batch.
 #[derive(Debug)]
@@ -19,6 +50,17 @@ pub(crate) enum Outcome {
     },
     /// Failed for good.
     Permanent(String),
+}
+
+impl Outcome {
+    /// Accepted, `rejected` items refused (a negative count, which a server must not send,
+    /// counts as none).
+    pub(crate) fn sent(rejected: i64, message: String) -> Self {
+        Self::Sent {
+            rejected: rejected.max(0) as u64,
+            message,
+        }
+    }
 }
 
 /// `err: cause: cause`, the whole chain on one line.
@@ -48,8 +90,10 @@ pub(crate) enum Transport {
 impl Transport {
     pub(crate) fn new(config: &SinkConfig) -> Result<Self, SinkError> {
         Ok(match config {
-            SinkConfig::OtlpHttp(c) => Self::Http(http::HttpSink::new(c)?),
-            SinkConfig::OtlpGrpc(c) => Self::Grpc(grpc::GrpcSink::new(c)?),
+            SinkConfig::Otlp(c) => match c.protocol {
+                Protocol::HttpProtobuf => Self::Http(http::HttpSink::new(c)?),
+                Protocol::Grpc => Self::Grpc(grpc::GrpcSink::new(c)?),
+            },
             SinkConfig::Stdout => Self::Lines(lines::LineSink::stdout()),
             SinkConfig::File(path) => Self::Lines(lines::LineSink::file(path)?),
         })

@@ -18,8 +18,8 @@ use tests::receiver::{Protocol, Received, Receiver};
 use tests::sdk::{full_span, provider_with, record_series};
 use tests::tee::{TeeMetrics, TeeSpans};
 use ue_decoder::{
-    BatchConfig, GrpcConfig, HttpConfig, ReaderConfig, Request, RetryConfig, RunConfig, Signal,
-    SinkConfig,
+    ForwardConfig, OtlpConfig, PerfSource, Protocol as Transport, ReaderConfig, Request,
+    RetryConfig, RunConfig, Signal, SinkConfig, TracepointNames,
 };
 use ue_proto::metrics::v1::{metric::Data, number_data_point};
 
@@ -55,39 +55,29 @@ struct Decoder {
 }
 
 impl Decoder {
-    /// Starts `ue_decoder::run` on `tracepoints` (carrying `signals`) and returns once it is
-    /// attached to the kernel.
+    /// Starts `ue_decoder::run` on the tracepoints `names` gives `signals`; returns once it
+    /// is attached to the kernel.
     fn start(
         rt: &tokio::runtime::Runtime,
-        tracepoints: &[&str],
-        signals: Vec<Signal>,
+        names: &TracepointNames,
+        signals: &[Signal],
         sinks: Vec<SinkConfig>,
     ) -> Self {
+        let source = PerfSource::open(ReaderConfig::default(), names, signals)
+            .expect("the decoder attaches");
         let config = RunConfig {
-            reader: ReaderConfig {
-                tracepoints: tracepoints.iter().map(|t| t.to_string()).collect(),
-                ..ReaderConfig::default()
+            forward: ForwardConfig {
+                sinks,
+                shutdown_deadline: Duration::from_secs(30),
+                ..ForwardConfig::default()
             },
-            signals,
-            batch: BatchConfig::default(),
-            sinks,
-            queue_bytes: 64 << 20,
-            shutdown_deadline: Duration::from_secs(30),
             stats_interval: Duration::from_secs(5),
             self_metrics: false,
         };
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let task = rt.spawn(ue_decoder::run(
-            config,
-            async {
-                let _ = stop_rx.await;
-            },
-            move |_| ready_tx.send(()).unwrap(),
-        ));
-        ready_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the decoder attaches");
+        let task = rt.spawn(ue_decoder::run(source, config, async {
+            let _ = stop_rx.await;
+        }));
         Self { task, stop }
     }
 
@@ -113,23 +103,26 @@ fn every_point_and_span_arrives_once_intact_under_sustained_load() {
     const SPANS: u64 = 200;
     let rt = tests::runtime();
     let receiver = rt.block_on(Receiver::start()).unwrap();
-    let names = ["ue_k_pipe_metrics", "ue_k_pipe_traces"];
+    let names = TracepointNames {
+        metrics: "ue_k_pipe_metrics".into(),
+        traces: "ue_k_pipe_traces".into(),
+    };
     let decoder = Decoder::start(
         &rt,
         &names,
-        vec![Signal::Metrics, Signal::Traces],
+        &Signal::ALL,
         vec![
-            SinkConfig::OtlpHttp(HttpConfig {
+            SinkConfig::Otlp(OtlpConfig {
                 endpoint: receiver.http_endpoint(),
                 gzip: true,
                 retry: retry(),
-                ..HttpConfig::default()
+                ..OtlpConfig::default()
             }),
-            SinkConfig::OtlpGrpc(GrpcConfig {
+            SinkConfig::Otlp(OtlpConfig {
                 endpoint: receiver.grpc_endpoint(),
                 gzip: true,
                 retry: retry(),
-                ..GrpcConfig::default()
+                ..OtlpConfig::new(Transport::Grpc)
             }),
         ],
     );
@@ -137,7 +130,7 @@ fn every_point_and_span_arrives_once_intact_under_sustained_load() {
     // The load: ROUNDS exports of SERIES data points and SPANS spans each.
     let capture = EventCapture::new();
     let metrics = MetricsExporter::builder()
-        .with_tracepoint_name(names[0])
+        .with_tracepoint_name(&names.metrics)
         .build()
         .unwrap();
     assert!(metrics.listening());
@@ -151,7 +144,7 @@ fn every_point_and_span_arrives_once_intact_under_sustained_load() {
     let provider = provider_with(tee);
     let mut span_tee = {
         let spans = SpanExporter::builder()
-            .with_tracepoint_name(names[1])
+            .with_tracepoint_name(&names.traces)
             .build()
             .unwrap();
         let reference = SpanExporter::builder()
@@ -427,16 +420,20 @@ fn a_paced_burst_of_5k_points_per_second_arrives_whole_with_no_kernel_loss() {
     let rt = tests::runtime();
     let receiver = rt.block_on(Receiver::start()).unwrap();
     let name = "ue_k_burst_metrics";
-    let http = HttpConfig {
+    let http = OtlpConfig {
         endpoint: receiver.http_endpoint(),
         retry: retry(),
-        ..HttpConfig::default()
+        ..OtlpConfig::default()
+    };
+    let names = TracepointNames {
+        metrics: name.into(),
+        ..TracepointNames::default()
     };
     let decoder = Decoder::start(
         &rt,
-        &[name],
-        vec![Signal::Metrics],
-        vec![SinkConfig::OtlpHttp(http)],
+        &names,
+        &[Signal::Metrics],
+        vec![SinkConfig::Otlp(http)],
     );
 
     let writer = kernel::RawWriter::register(name);
