@@ -1,0 +1,359 @@
+//! The daemon's orchestration without a kernel: `ue_decoder::run` over an in-memory event
+//! source, with real sinks (a file, the test receiver). What the kernel tests show with perf
+//! rings, shown here for the threads, channels, timers and shutdown around them.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use tests::receiver::{Receiver, Respond};
+use ue_decoder::{
+    BatchConfig, ForwardConfig, MemorySource, OtlpConfig, RetryConfig, RunConfig, Signal,
+    SinkConfig, Snapshot,
+};
+use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
+use ue_proto::metrics::v1::{
+    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric::Data, number_data_point,
+};
+use ue_proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+/// An encoded metrics request: one sum of `points` points.
+fn metrics(points: i64) -> Vec<u8> {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "requests".into(),
+                    data: Some(Data::Sum(Sum {
+                        data_points: (0..points)
+                            .map(|v| NumberDataPoint {
+                                value: Some(number_data_point::Value::AsInt(v)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        aggregation_temporality: 1,
+                        is_monotonic: true,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// An encoded traces request with one span.
+fn span() -> Vec<u8> {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    name: "work".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn scratch_file(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ue-daemon-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("out.jsonl")
+}
+
+/// Forwarding to `sinks`, batches sent only when full (or at shutdown), counters every
+/// `stats`.
+fn config(sinks: Vec<SinkConfig>, batch: BatchConfig, stats: Duration) -> RunConfig {
+    RunConfig {
+        forward: ForwardConfig {
+            batch,
+            sinks,
+            shutdown_deadline: Duration::from_secs(10),
+            ..ForwardConfig::default()
+        },
+        stats_interval: stats,
+        self_metrics: false,
+    }
+}
+
+fn no_timed_batches() -> BatchConfig {
+    BatchConfig {
+        max_delay: Duration::from_secs(3600),
+        ..BatchConfig::default()
+    }
+}
+
+/// A daemon running on `rt` over `source`, and the sender that stops it.
+struct Daemon {
+    task: tokio::task::JoinHandle<Result<Snapshot, ue_decoder::RunError>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Daemon {
+    fn start(rt: &tokio::runtime::Runtime, source: &MemorySource, config: RunConfig) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = rt.spawn(ue_decoder::run(source.clone(), config, async {
+            let _ = stopped.await;
+        }));
+        Self { task, stop }
+    }
+
+    /// Stops it as SIGTERM would; the final counters and how long the stop took.
+    fn stop(self, rt: &tokio::runtime::Runtime) -> (Snapshot, Duration) {
+        let asked = Instant::now();
+        self.stop.send(()).unwrap();
+        let snapshot = rt.block_on(self.task).unwrap().unwrap();
+        (snapshot, asked.elapsed())
+    }
+}
+
+/// Waits up to 10 s for `done`.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn items(snapshot: &Snapshot, signal: Signal) -> u64 {
+    snapshot.items.get(&signal).copied().unwrap_or(0)
+}
+
+#[test]
+fn what_was_written_before_the_stop_is_drained_batched_and_sent() {
+    let rt = tests::runtime();
+    let path = scratch_file("drain");
+    let source = MemorySource::new(10_000);
+    let daemon = Daemon::start(
+        &rt,
+        &source,
+        config(
+            vec![SinkConfig::File(path.clone())],
+            no_timed_batches(),
+            Duration::from_secs(3600),
+        ),
+    );
+    for i in 0..50 {
+        assert!(source.write(i % 2, Signal::Metrics, &metrics(3)));
+    }
+    for i in 0..20 {
+        assert!(source.write(i % 2, Signal::Traces, &span()));
+    }
+    // Stopped at once: no batch was due (no size reached, no delay), so whatever arrives
+    // came through the last drain and the final flush.
+    let (s, _) = daemon.stop(&rt);
+    assert_eq!(source.pending(), 0);
+    assert_eq!(
+        (items(&s, Signal::Metrics), items(&s, Signal::Traces)),
+        (150, 20)
+    );
+    assert_eq!(
+        s.batches.values().sum::<u64>(),
+        2,
+        "one flushed batch per signal"
+    );
+    assert_eq!(s.batched_items.values().sum::<u64>(), 170);
+    assert_eq!(s.kernel_lost_total(), 0);
+    let sink = &s.sinks[0];
+    assert_eq!((sink.items_sent, sink.dropped_total()), (170, 0));
+    let lines = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn a_stalled_batcher_turns_into_loss_the_source_counts() {
+    // One runtime worker, which the test blocks: the batching task cannot run, the channel
+    // from the reading thread fills, the reading thread blocks, and the "kernel" rings fill.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let path = scratch_file("stall");
+    let source = MemorySource::new(64);
+    let daemon = Daemon::start(
+        &rt,
+        &source,
+        config(
+            vec![SinkConfig::File(path.clone())],
+            no_timed_batches(),
+            Duration::from_secs(3600),
+        ),
+    );
+    source.write(0, Signal::Metrics, &metrics(1));
+    eventually("the reading thread to drain", || source.drained() == 1);
+
+    let (stalled_tx, stalled) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    rt.spawn(async move {
+        stalled_tx.send(()).unwrap();
+        // Blocks the only worker until the test releases it.
+        let _ = released.recv();
+    });
+    stalled.recv().unwrap();
+
+    let mut written = 1;
+    while source.lost() < 100 {
+        assert!(written < 100_000, "the source never filled");
+        source.write(0, Signal::Metrics, &metrics(1));
+        written += 1;
+        if written % 16 == 0 {
+            // Paced: the reader keeps up while it can, so the loss is the stall's.
+            let paced = Instant::now() + Duration::from_millis(100);
+            while source.pending() > 0 && Instant::now() < paced {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+    release.send(()).unwrap();
+    let (s, _) = daemon.stop(&rt);
+
+    let lost = source.lost();
+    assert_eq!(s.kernel_lost_total(), lost, "{s}");
+    assert_eq!(s.kernel_lost.get(&0), Some(&lost));
+    assert_eq!(items(&s, Signal::Metrics) + lost, written, "{s}");
+    assert!(
+        items(&s, Signal::Metrics) > 4096,
+        "the channel filled before the rings did: {s}"
+    );
+    assert_eq!(s.sinks[0].items_sent, items(&s, Signal::Metrics));
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn shutdown_gives_the_sinks_no_more_than_the_deadline() {
+    let rt = tests::runtime();
+    let receiver = rt.block_on(Receiver::start()).unwrap();
+    receiver.set_default(Signal::Metrics, Respond::Ok.after(Duration::from_secs(60)));
+    let source = MemorySource::new(1000);
+    let sink = OtlpConfig {
+        endpoint: receiver.http_endpoint(),
+        timeout: Duration::from_secs(120),
+        retry: RetryConfig {
+            enabled: false,
+            ..RetryConfig::default()
+        },
+        ..OtlpConfig::default()
+    };
+    let mut run = config(
+        vec![SinkConfig::Otlp(sink)],
+        BatchConfig {
+            max_delay: Duration::from_millis(20),
+            ..BatchConfig::default()
+        },
+        Duration::from_secs(3600),
+    );
+    run.forward.shutdown_deadline = Duration::from_millis(300);
+    let daemon = Daemon::start(&rt, &source, run);
+    for _ in 0..10 {
+        source.write(0, Signal::Metrics, &metrics(2));
+    }
+    assert!(rt.block_on(receiver.wait_for_requests(1, Duration::from_secs(10))));
+
+    let (s, took) = daemon.stop(&rt);
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    assert!(took >= Duration::from_millis(300), "shutdown took {took:?}");
+    let sink = &s.sinks[0];
+    assert_eq!(sink.items_sent, 0);
+    assert_eq!(sink.dropped("shutdown"), 20, "{sink:?}");
+    assert_eq!(items(&s, Signal::Metrics), 20);
+}
+
+#[test]
+fn self_metrics_go_out_through_the_sinks() {
+    let rt = tests::runtime();
+    let path = scratch_file("self");
+    let source = MemorySource::new(1000);
+    let mut run = config(
+        vec![SinkConfig::File(path.clone())],
+        no_timed_batches(),
+        Duration::from_millis(50),
+    );
+    run.self_metrics = true;
+    let daemon = Daemon::start(&rt, &source, run);
+    for _ in 0..7 {
+        source.write(1, Signal::Metrics, &metrics(1));
+    }
+    let about_the_decoder = |line: &str| line.contains("\"ue_decoder.events\"");
+    eventually("a self-metrics line counting the 7 events", || {
+        std::fs::read_to_string(&path).is_ok_and(|text| {
+            text.lines()
+                .any(|l| about_the_decoder(l) && l.contains(r#""asInt":"7""#))
+        })
+    });
+    let (s, _) = daemon.stop(&rt);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = text.lines().find(|l| about_the_decoder(l)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["signal"], "metrics");
+    let resource = &v["request"]["resourceMetrics"][0]["resource"]["attributes"][0];
+    assert_eq!(resource["value"]["stringValue"], "ue-decoder");
+    // The decoder's own metrics are sent, never decoded from the source.
+    assert_eq!(items(&s, Signal::Metrics), 7);
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn a_slow_sink_drops_its_own_overflow_while_reading_and_the_other_sink_keep_up() {
+    let rt = tests::runtime();
+    let slow = rt.block_on(Receiver::start()).unwrap();
+    slow.set_default(Signal::Metrics, Respond::Ok.after(Duration::from_secs(60)));
+    let path = scratch_file("slow");
+    let source = MemorySource::new(1000);
+    let batch = BatchConfig {
+        max_items: 10,
+        ..no_timed_batches()
+    };
+    let one_batch =
+        ue_decoder::Batch::new(ue_decoder::Request::decode(Signal::Metrics, &metrics(10)).unwrap())
+            .bytes;
+    let mut run = config(
+        vec![
+            SinkConfig::Otlp(OtlpConfig {
+                endpoint: slow.http_endpoint(),
+                timeout: Duration::from_secs(120),
+                ..OtlpConfig::default()
+            }),
+            SinkConfig::File(path.clone()),
+        ],
+        batch,
+        Duration::from_secs(3600),
+    );
+    // Room for two batches in each sink's queue.
+    run.forward.queue_bytes = one_batch * 2;
+    run.forward.shutdown_deadline = Duration::from_millis(200);
+    let daemon = Daemon::start(&rt, &source, run);
+
+    for round in 1..=20 {
+        for _ in 0..10 {
+            assert!(source.write(0, Signal::Metrics, &metrics(1)));
+        }
+        // In step with the fast sink, so its queue never fills whatever the machine's load;
+        // the slow one, stuck on its first request, falls behind all the same.
+        eventually("the fast sink to keep up", || {
+            std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == round)
+        });
+    }
+    let (s, _) = daemon.stop(&rt);
+    assert_eq!(s.kernel_lost_total(), 0, "reading was never held up");
+    assert_eq!(items(&s, Signal::Metrics), 200);
+    let (slow_sink, fast_sink) = (&s.sinks[0], &s.sinks[1]);
+    assert_eq!((fast_sink.items_sent, fast_sink.dropped_total()), (200, 0));
+    assert!(slow_sink.dropped("queue_full") >= 150, "{slow_sink:?}");
+    assert_eq!(
+        slow_sink.items_sent + slow_sink.dropped_total(),
+        200,
+        "{slow_sink:?}"
+    );
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
