@@ -1,5 +1,6 @@
 //! Flattening OTLP requests to one entry per data point or span, so that requests compare
-//! equal however they were packed into events (and NaN compares by its bits).
+//! equal however they were packed into events (and NaN compares by its bits); and small
+//! requests for the decoder's tests.
 //!
 //! The flatteners take a request of either family of OTLP types, the exporter's
 //! (`opentelemetry-proto`, what the SDK converts to) or the decoder's (`ue-proto`): they
@@ -8,8 +9,12 @@
 use prost::Message;
 use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
-use ue_proto::metrics::v1::{ResourceMetrics, ScopeMetrics};
-use ue_proto::trace::v1::{ResourceSpans, ScopeSpans};
+use ue_proto::common::v1::{AnyValue, KeyValue, any_value};
+use ue_proto::metrics::v1::{
+    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric::Data, number_data_point,
+};
+use ue_proto::resource::v1::Resource;
+use ue_proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use ue_wire::layout;
 
 /// `req` as the decoder's type `T`, through its encoding.
@@ -98,4 +103,77 @@ pub fn spans_of_events(events: &[Vec<u8>]) -> Vec<Vec<u8>> {
         .iter()
         .flat_map(spans)
         .collect()
+}
+
+/// A string attribute.
+pub fn string(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A resource with this service name.
+pub fn resource(service: &str) -> Option<Resource> {
+    Some(Resource {
+        attributes: vec![string("service.name", service)],
+        ..Default::default()
+    })
+}
+
+/// A traces request: `spans` spans named `<tag>-<i>`, with distinct ids.
+pub fn traces_request(tag: &str, spans: usize) -> ExportTraceServiceRequest {
+    let spans = (0..spans)
+        .map(|i| Span {
+            trace_id: vec![0xa0 | i as u8; 16],
+            span_id: vec![i as u8 + 1; 8],
+            name: format!("{tag}-{i}"),
+            start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+            end_time_unix_nano: 1_700_000_000_000_500_000 + i as u64,
+            attributes: vec![string("tag", tag)],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: resource("sinks-test"),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// A metrics request: one counter named `<tag>` with `points` data points.
+pub fn metrics_request(tag: &str, points: usize) -> ExportMetricsServiceRequest {
+    let data_points = (0..points)
+        .map(|i| NumberDataPoint {
+            time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+            value: Some(number_data_point::Value::AsInt(i as i64 * 10)),
+            ..Default::default()
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: resource("sinks-test"),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: tag.into(),
+                    data: Some(Data::Sum(Sum {
+                        data_points,
+                        aggregation_temporality: 2,
+                        is_monotonic: true,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
 }

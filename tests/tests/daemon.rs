@@ -2,65 +2,26 @@
 //! source, with real sinks (a file, the test receiver). What the kernel tests show with perf
 //! rings, shown here for the threads, channels, timers and shutdown around them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
+use tests::otlp;
 use tests::receiver::{Receiver, Respond};
 use ue_decoder::{
     BatchConfig, ForwardConfig, MemorySource, OtlpConfig, RetryConfig, RunConfig, Signal,
     SinkConfig, Snapshot,
 };
-use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
-use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
-use ue_proto::metrics::v1::{
-    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric::Data, number_data_point,
-};
-use ue_proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 /// An encoded metrics request: one sum of `points` points.
-fn metrics(points: i64) -> Vec<u8> {
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "requests".into(),
-                    data: Some(Data::Sum(Sum {
-                        data_points: (0..points)
-                            .map(|v| NumberDataPoint {
-                                value: Some(number_data_point::Value::AsInt(v)),
-                                ..Default::default()
-                            })
-                            .collect(),
-                        aggregation_temporality: 1,
-                        is_monotonic: true,
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+fn metrics(points: usize) -> Vec<u8> {
+    otlp::metrics_request("requests", points).encode_to_vec()
 }
 
 /// An encoded traces request with one span.
 fn span() -> Vec<u8> {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![Span {
-                    name: "work".into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    otlp::traces_request("work", 1).encode_to_vec()
 }
 
 fn scratch_file(name: &str) -> PathBuf {
@@ -82,6 +43,15 @@ fn config(sinks: Vec<SinkConfig>, batch: BatchConfig, stats: Duration) -> RunCon
         stats_interval: stats,
         self_metrics: false,
     }
+}
+
+/// Everything to the file at `path`, batches sent only at shutdown (or when full).
+fn to_file(path: &Path) -> RunConfig {
+    config(
+        vec![SinkConfig::File(path.to_owned())],
+        no_timed_batches(),
+        Duration::from_secs(3600),
+    )
 }
 
 fn no_timed_batches() -> BatchConfig {
@@ -133,15 +103,7 @@ fn what_was_written_before_the_stop_is_drained_batched_and_sent() {
     let rt = tests::runtime();
     let path = scratch_file("drain");
     let source = MemorySource::new(10_000);
-    let daemon = Daemon::start(
-        &rt,
-        &source,
-        config(
-            vec![SinkConfig::File(path.clone())],
-            no_timed_batches(),
-            Duration::from_secs(3600),
-        ),
-    );
+    let daemon = Daemon::start(&rt, &source, to_file(&path));
     for i in 0..50 {
         assert!(source.write(i % 2, Signal::Metrics, &metrics(3)));
     }
@@ -181,15 +143,7 @@ fn a_stalled_batcher_turns_into_loss_the_source_counts() {
         .unwrap();
     let path = scratch_file("stall");
     let source = MemorySource::new(64);
-    let daemon = Daemon::start(
-        &rt,
-        &source,
-        config(
-            vec![SinkConfig::File(path.clone())],
-            no_timed_batches(),
-            Duration::from_secs(3600),
-        ),
-    );
+    let daemon = Daemon::start(&rt, &source, to_file(&path));
     source.write(0, Signal::Metrics, &metrics(1));
     eventually("the reading thread to drain", || source.drained() == 1);
 
@@ -274,11 +228,8 @@ fn self_metrics_go_out_through_the_sinks() {
     let rt = tests::runtime();
     let path = scratch_file("self");
     let source = MemorySource::new(1000);
-    let mut run = config(
-        vec![SinkConfig::File(path.clone())],
-        no_timed_batches(),
-        Duration::from_millis(50),
-    );
+    let mut run = to_file(&path);
+    run.stats_interval = Duration::from_millis(50);
     run.self_metrics = true;
     let daemon = Daemon::start(&rt, &source, run);
     for _ in 0..7 {

@@ -6,20 +6,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use tests::otlp;
 use tests::receiver::{Protocol, Received, Receiver, Respond};
 use tonic::Code;
 use ue_decoder::{
     Batch, OtlpConfig, Protocol as Transport, Request, RetryConfig, Signal, SinkConfig, SinkSet,
     SinkSnapshot,
 };
-use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
-use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
-use ue_proto::common::v1::{AnyValue, KeyValue, any_value};
-use ue_proto::metrics::v1::{
-    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
-};
-use ue_proto::resource::v1::Resource;
-use ue_proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 /// Waits this long at most for anything the tests expect to happen.
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -62,75 +55,18 @@ fn start(configs: Vec<SinkConfig>, queue_bytes: usize) -> SinkSet {
     SinkSet::start(configs, queue_bytes, &tokio::runtime::Handle::current()).unwrap()
 }
 
-fn string(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn resource(service: &str) -> Option<Resource> {
-    Some(Resource {
-        attributes: vec![string("service.name", service)],
-        ..Default::default()
-    })
-}
-
 /// `spans` spans named `<tag>-<i>`, with distinct ids.
 fn traces(tag: &str, spans: usize) -> Arc<Batch> {
-    let spans = (0..spans)
-        .map(|i| Span {
-            trace_id: vec![0xa0 | i as u8; 16],
-            span_id: vec![i as u8 + 1; 8],
-            name: format!("{tag}-{i}"),
-            start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
-            end_time_unix_nano: 1_700_000_000_000_500_000 + i as u64,
-            attributes: vec![string("tag", tag)],
-            ..Default::default()
-        })
-        .collect();
-    Arc::new(Batch::new(Request::Traces(ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: resource("sinks-test"),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    })))
+    Arc::new(Batch::new(Request::Traces(otlp::traces_request(
+        tag, spans,
+    ))))
 }
 
 /// One counter named `<tag>` with `points` data points.
 fn metrics(tag: &str, points: usize) -> Arc<Batch> {
-    let data_points = (0..points)
-        .map(|i| NumberDataPoint {
-            time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
-            value: Some(number_data_point::Value::AsInt(i as i64 * 10)),
-            ..Default::default()
-        })
-        .collect();
-    Arc::new(Batch::new(Request::Metrics(ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: resource("sinks-test"),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: tag.into(),
-                    data: Some(metric::Data::Sum(Sum {
-                        data_points,
-                        aggregation_temporality: 2,
-                        is_monotonic: true,
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    })))
+    Arc::new(Batch::new(Request::Metrics(otlp::metrics_request(
+        tag, points,
+    ))))
 }
 
 /// Polls the set until `done` holds for sink `index`, or panics after [`PATIENCE`].
