@@ -58,7 +58,8 @@ pub use daemon::{
 };
 pub use decode::{Malformed, Request, Signal, TracepointNames, decode_event, otlp_json_line};
 pub use kernel::{
-    Event, FormatError, ReaderConfig, ReaderError, Registration, Tracefs, TracepointReader,
+    Event, Format, FormatError, FormatField, LayoutMismatch, ReaderConfig, ReaderError,
+    Registration, Tracefs, TracepointReader,
 };
 pub use sink::{OtlpConfig, Protocol, RetryConfig, SinkConfig, SinkError, SinkSet, SinkSnapshot};
 /// The OTLP message types that [`Request`] carries.

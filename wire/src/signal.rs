@@ -86,3 +86,34 @@ impl TracepointNames {
         Signal::ALL.into_iter().find(|s| matches(self.get(*s)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_with_or_without_the_system() {
+        let names = TracepointNames::default();
+        assert_eq!(
+            names.signal_of("user_events:otlp_metrics"),
+            Some(Signal::Metrics)
+        );
+        assert_eq!(names.signal_of("otlp_traces"), Some(Signal::Traces));
+        assert_eq!(names.signal_of("user_events:otlp_tracesx"), None);
+        assert_eq!(names.signal_of("sched:otlp_traces"), None);
+        let custom = TracepointNames {
+            metrics: "my_metrics".into(),
+            traces: "user_events:my_spans".into(),
+        };
+        assert_eq!(
+            custom.signal_of("user_events:my_metrics"),
+            Some(Signal::Metrics)
+        );
+        assert_eq!(
+            custom.signal_of("user_events:my_spans"),
+            Some(Signal::Traces)
+        );
+        assert_eq!(custom.signal_of("user_events:otlp_metrics"), None);
+        assert_eq!(custom.get(Signal::Metrics), "my_metrics");
+    }
+}

@@ -70,7 +70,7 @@ impl Default for BatchConfig {
 
 /// Pending batches of both signals.
 #[derive(Debug)]
-pub struct Batcher {
+pub(crate) struct Batcher {
     config: BatchConfig,
     metrics: Pending<MetricsMerge>,
     traces: Pending<TracesMerge>,
@@ -78,7 +78,7 @@ pub struct Batcher {
 
 impl Batcher {
     /// An empty batcher.
-    pub fn new(config: BatchConfig) -> Self {
+    pub(crate) fn new(config: BatchConfig) -> Self {
         Self {
             config,
             metrics: Pending::default(),
@@ -88,7 +88,7 @@ impl Batcher {
 
     /// Adds a request; returns the batches that became due (at most two: the one the request
     /// did not fit in, and the one it filled).
-    pub fn push(&mut self, request: Request, now: Instant) -> Vec<Batch> {
+    pub(crate) fn push(&mut self, request: Request, now: Instant) -> Vec<Batch> {
         let c = self.config;
         match request {
             Request::Metrics(r) => self.metrics.push(r, now, &c),
@@ -97,7 +97,7 @@ impl Batcher {
     }
 
     /// Batches whose delay ran out by `now`.
-    pub fn poll(&mut self, now: Instant) -> Vec<Batch> {
+    pub(crate) fn poll(&mut self, now: Instant) -> Vec<Batch> {
         let delay = self.config.max_delay;
         let mut out = Vec::new();
         out.extend(self.metrics.due(now, delay));
@@ -106,7 +106,7 @@ impl Batcher {
     }
 
     /// When the next batch falls due, if any is pending.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let d = self.config.max_delay;
         [self.metrics.since, self.traces.since]
             .into_iter()
@@ -116,7 +116,7 @@ impl Batcher {
     }
 
     /// Everything pending, now.
-    pub fn flush(&mut self) -> Vec<Batch> {
+    pub(crate) fn flush(&mut self) -> Vec<Batch> {
         [self.metrics.take(), self.traces.take()]
             .into_iter()
             .flatten()
@@ -125,7 +125,7 @@ impl Batcher {
 
     /// Items waiting per signal.
     #[cfg(test)]
-    pub fn pending_items(&self, signal: Signal) -> u64 {
+    pub(crate) fn pending_items(&self, signal: Signal) -> u64 {
         match signal {
             Signal::Metrics => self.metrics.items,
             Signal::Traces => self.traces.items,

@@ -1,12 +1,14 @@
 //! Captures: the OTLP events of a `perf record` file (perf.data), read for
 //! `ue-decoder decode` and the tests.
 //!
-//! This layer finds the samples of the OTLP tracepoints in a file, checks the file before
-//! trusting its counts, and counts what it skips and what perf lost. It reads files only,
-//! never the kernel, and leaves turning an event's fields into a request to `decode`.
+//! This layer finds the samples of the OTLP tracepoints in a file (`reader`), checks the
+//! file before trusting its counts (`check`), and counts what it skips and what perf lost.
+//! It reads files only, never the kernel, and leaves turning an event's fields into a
+//! request to `decode`.
 
-mod perfdata;
+mod check;
+mod reader;
 
-pub use perfdata::{
+pub use reader::{
     PerfDataDecoded, PerfDataError, PerfDataEvent, PerfDataReader, PerfDataStats, decode_perf_data,
 };

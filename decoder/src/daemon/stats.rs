@@ -20,7 +20,7 @@ use crate::sink::SinkSnapshot;
 
 /// Counters shared by the reader thread and the batching task.
 #[derive(Debug, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     events: [AtomicU64; 2],
     bytes: [AtomicU64; 2],
     items: [AtomicU64; 2],
@@ -43,7 +43,7 @@ fn idx(s: Signal) -> usize {
 
 impl Stats {
     /// An event of `bytes` OTLP bytes was read and decoded into `items` items.
-    pub fn decoded(&self, signal: Signal, bytes: usize, items: u64) {
+    pub(crate) fn decoded(&self, signal: Signal, bytes: usize, items: u64) {
         let i = idx(signal);
         self.events[i].fetch_add(1, Ordering::Relaxed);
         self.bytes[i].fetch_add(bytes as u64, Ordering::Relaxed);
@@ -51,7 +51,7 @@ impl Stats {
     }
 
     /// An event was skipped for `reason`.
-    pub fn malformed(&self, reason: &'static str) {
+    pub(crate) fn malformed(&self, reason: &'static str) {
         *self
             .malformed
             .lock()
@@ -62,7 +62,7 @@ impl Stats {
 
     /// The reader's running totals: records the kernel dropped per CPU, and corrupt ring
     /// records by reason.
-    pub fn set_reader_counts(
+    pub(crate) fn set_reader_counts(
         &self,
         lost: impl IntoIterator<Item = (u32, u64)>,
         corrupt: &BTreeMap<&'static str, u64>,
@@ -73,14 +73,14 @@ impl Stats {
     }
 
     /// A batch of `items` items went to the sinks.
-    pub fn batched(&self, signal: Signal, items: u64) {
+    pub(crate) fn batched(&self, signal: Signal, items: u64) {
         let i = idx(signal);
         self.batches[i].fetch_add(1, Ordering::Relaxed);
         self.batched_items[i].fetch_add(items, Ordering::Relaxed);
     }
 
     /// Reads every counter.
-    pub fn snapshot(&self, sinks: Vec<SinkSnapshot>) -> Snapshot {
+    pub(crate) fn snapshot(&self, sinks: Vec<SinkSnapshot>) -> Snapshot {
         let per = |a: &[AtomicU64; 2]| {
             Signal::ALL
                 .map(|s| (s, a[idx(s)].load(Ordering::Relaxed)))

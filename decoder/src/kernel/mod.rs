@@ -18,4 +18,4 @@ pub use error::ReaderError;
 pub use reader::{Event, ReaderConfig, TracepointReader};
 pub use register::Registration;
 pub(crate) use sample::Sample;
-pub use tracefs::{FormatError, Tracefs};
+pub use tracefs::{Format, FormatError, FormatField, LayoutMismatch, Tracefs};

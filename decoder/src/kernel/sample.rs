@@ -10,7 +10,7 @@ use ue_wire::layout;
 
 /// The `perf_event_attr.sample_type` the reader opens its events with, and that
 /// [`Sample::parse`] expects: `IDENTIFIER | TID | TIME | CPU | RAW`.
-pub const SAMPLE_TYPE: u64 = (PERF_SAMPLE_IDENTIFIER
+pub(crate) const SAMPLE_TYPE: u64 = (PERF_SAMPLE_IDENTIFIER
     | PERF_SAMPLE_TID
     | PERF_SAMPLE_TIME
     | PERF_SAMPLE_CPU
@@ -18,27 +18,27 @@ pub const SAMPLE_TYPE: u64 = (PERF_SAMPLE_IDENTIFIER
 
 /// One tracepoint sample, borrowed from the record it was parsed from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Sample<'a> {
+pub(crate) struct Sample<'a> {
     /// The sample id of the perf event that recorded it (`PERF_EVENT_IOC_ID`).
-    pub id: u64,
+    pub(crate) id: u64,
     /// Process id of the writer.
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// Thread id of the writer.
-    pub tid: u32,
+    pub(crate) tid: u32,
     /// Timestamp in nanoseconds, on the clock the event was opened with.
-    pub time_ns: u64,
+    pub(crate) time_ns: u64,
     /// CPU the event was written on.
-    pub cpu: u32,
+    pub(crate) cpu: u32,
     /// The raw tracepoint record: the 8-byte `trace_entry`, the event's fields, and up to
     /// 7 bytes of padding the kernel adds to keep records 8-byte aligned.
-    pub raw: &'a [u8],
+    pub(crate) raw: &'a [u8],
 }
 
 impl<'a> Sample<'a> {
     /// Parses a sample body (the record after its 8-byte header) written with
     /// [`SAMPLE_TYPE`]. In the kernel's order: `u64 id; u32 pid, tid; u64 time;
     /// u32 cpu, res; u32 raw_size; u8 raw[raw_size]`.
-    pub fn parse(body: &'a [u8]) -> Result<Self, SampleError> {
+    pub(crate) fn parse(body: &'a [u8]) -> Result<Self, SampleError> {
         let mut r = Reader { body, pos: 0 };
         let id = r.u64("identifier")?;
         let pid = r.u32("pid")?;
@@ -70,7 +70,7 @@ impl<'a> Sample<'a> {
 
     /// `trace_entry.common_type`: the tracepoint's id, as in tracefs's `id` file (0 if
     /// `raw` is too short, which [`parse`](Self::parse) never returns).
-    pub fn common_type(&self) -> u16 {
+    pub(crate) fn common_type(&self) -> u16 {
         match self.raw {
             [a, b, ..] => u16::from_ne_bytes([*a, *b]),
             _ => 0,
@@ -80,7 +80,7 @@ impl<'a> Sample<'a> {
     /// The event's fields: the raw record after the `trace_entry`, possibly followed by
     /// padding. Decode them with [`layout::decode`], which takes the buffer's length from
     /// its rel_loc and so ignores the padding.
-    pub fn fields(&self) -> &'a [u8] {
+    pub(crate) fn fields(&self) -> &'a [u8] {
         self.raw.get(layout::TRACE_ENTRY_LEN..).unwrap_or_default()
     }
 }
@@ -130,7 +130,7 @@ impl Reader<'_> {
 /// Why a sample record could not be parsed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum SampleError {
+pub(crate) enum SampleError {
     /// The record ends before one of the fixed fields.
     #[error("sample record of {len} bytes ends inside its {field} field")]
     Truncated {
@@ -157,7 +157,7 @@ pub enum SampleError {
 
 impl SampleError {
     /// A short, stable label for counting errors by reason.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::Truncated { .. } => "sample_truncated",
             Self::RawPastEnd { .. } => "sample_raw_past_end",

@@ -71,7 +71,7 @@ impl Tracefs {
 
     /// Reads the tracepoint's id (`events/user_events/<name>/id`): the `config` of a perf
     /// event for it.
-    pub fn event_id(&self, name: &str) -> Result<u64, ReaderError> {
+    pub(crate) fn event_id(&self, name: &str) -> Result<u64, ReaderError> {
         let path = self.event_dir(name).join("id");
         let text = self.read(name, &path, "read the tracepoint id")?;
         text.trim().parse().map_err(|_| ReaderError::Format {
@@ -95,7 +95,7 @@ impl Tracefs {
     }
 
     /// Checks that tracepoint `name` exists with the exporters' layout and returns its id.
-    pub fn otlp_event_id(&self, name: &str) -> Result<u64, ReaderError> {
+    pub(crate) fn otlp_event_id(&self, name: &str) -> Result<u64, ReaderError> {
         let format = self.event_format(name)?;
         format
             .check_otlp_layout()
@@ -132,7 +132,7 @@ impl Tracefs {
 
 /// Finds the tracefs mount point in the text of `/proc/mounts`: a `tracefs` mount, or else
 /// `<debugfs>/tracing`.
-pub fn find_mount(mounts: &str) -> Option<PathBuf> {
+pub(crate) fn find_mount(mounts: &str) -> Option<PathBuf> {
     let mut debugfs = None;
     for line in mounts.lines() {
         let mut words = line.split_ascii_whitespace();
@@ -278,7 +278,7 @@ pub struct LayoutMismatch {
 ///         ...
 ///         field:u32 protocol;     offset:8;       size:4; signed:0;
 /// ```
-pub fn parse_format(text: &str) -> Result<Format, FormatError> {
+pub(crate) fn parse_format(text: &str) -> Result<Format, FormatError> {
     let mut name = None;
     let mut id = None;
     let mut fields = Vec::new();
