@@ -308,13 +308,19 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let rt = runtime()?;
     let source = PerfSource::open(reader, &names, &signals)?;
-    let names: Vec<&str> = source.reader().tracepoints().map(|(n, _)| n).collect();
-    eprintln!(
+    let reading = format!(
         "ue-decoder: reading {} on {} CPUs; stop with SIGINT or SIGTERM",
-        names.join(", "),
+        source
+            .reader()
+            .tracepoints()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>()
+            .join(", "),
         source.reader().cpus().len()
     );
-    let snapshot = rt.block_on(ue_decoder::run(source, config, shutdown_signal()))?;
+    let snapshot = rt.block_on(ue_decoder::run(source, config, shutdown_signal(), || {
+        eprintln!("{reading}")
+    }))?;
     eprint!("ue-decoder: final counters\n{snapshot}");
     Ok(ExitCode::SUCCESS)
 }

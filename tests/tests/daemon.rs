@@ -70,9 +70,14 @@ struct Daemon {
 impl Daemon {
     fn start(rt: &tokio::runtime::Runtime, source: &MemorySource, config: RunConfig) -> Self {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = rt.spawn(ue_decoder::run(source.clone(), config, async {
-            let _ = stopped.await;
-        }));
+        let task = rt.spawn(ue_decoder::run(
+            source.clone(),
+            config,
+            async {
+                let _ = stopped.await;
+            },
+            || {},
+        ));
         Self { task, stop }
     }
 

@@ -70,10 +70,15 @@ const WAIT: Duration = Duration::from_millis(100);
 /// Forwards what `source` yields until `shutdown` resolves; then stops reading, drains the
 /// source, flushes every batch, waits for the sinks up to the deadline and returns the
 /// final counters.
+///
+/// `ready` is called once the sinks are started and the reading thread drains the source.
+/// Until then a perf source only buffers events in its rings, which hold a bounded amount:
+/// a writer that must not lose events waits for `ready`.
 pub async fn run(
     source: impl EventSource,
     config: RunConfig,
     shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(),
 ) -> Result<Snapshot, RunError> {
     if config.forward.sinks.is_empty() {
         return Err(RunError::Config(
@@ -92,6 +97,7 @@ pub async fn run(
             .spawn(move || read_loop(source, &stop, &stats, &tx))
             .map_err(|e| RunError::Config(format!("cannot start the reader thread: {e}")))?
     };
+    ready();
 
     let mut ticker = tokio::time::interval(config.stats_interval);
     ticker.tick().await;

@@ -56,7 +56,7 @@ struct Decoder {
 
 impl Decoder {
     /// Starts `ue_decoder::run` on the tracepoints `names` gives `signals`; returns once it
-    /// is attached to the kernel.
+    /// is attached to the kernel and reading (its sinks started).
     fn start(
         rt: &tokio::runtime::Runtime,
         names: &TracepointNames,
@@ -75,9 +75,18 @@ impl Decoder {
             self_metrics: false,
         };
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = rt.spawn(ue_decoder::run(source, config, async {
-            let _ = stop_rx.await;
-        }));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let task = rt.spawn(ue_decoder::run(
+            source,
+            config,
+            async {
+                let _ = stop_rx.await;
+            },
+            move || ready_tx.send(()).unwrap(),
+        ));
+        ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the decoder starts reading");
         Self { task, stop }
     }
 
