@@ -68,6 +68,3 @@ pub use writer::{EventCapture, Registration};
 
 /// The wire contract both sides share: tracepoint names, field layout, rel_loc, size limits.
 pub use ue_wire::layout;
-
-/// The OTLP protobuf message types the events carry, re-exported for readers and tests.
-pub use opentelemetry_proto::tonic as proto;

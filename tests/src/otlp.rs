@@ -177,3 +177,35 @@ pub fn metrics_request(tag: &str, points: usize) -> ExportMetricsServiceRequest 
         }],
     }
 }
+
+/// The names of every span in trace events (as an exporter writes them), sorted.
+pub fn span_names(events: &[Vec<u8>]) -> Vec<String> {
+    let mut names: Vec<String> = decode_events::<ExportTraceServiceRequest>(events)
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .map(|s| s.name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The sum of every integer `Sum` point in metric events (as an exporter writes them).
+pub fn int_sum_total(events: &[Vec<u8>]) -> i64 {
+    decode_events::<ExportMetricsServiceRequest>(events)
+        .iter()
+        .flat_map(|r| &r.resource_metrics)
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .filter_map(|m| match &m.data {
+            Some(Data::Sum(s)) => Some(s.data_points.iter()),
+            _ => None,
+        })
+        .flatten()
+        .map(|p| match p.value {
+            Some(number_data_point::Value::AsInt(v)) => v,
+            _ => panic!("an integer sum"),
+        })
+        .sum()
+}

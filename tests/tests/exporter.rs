@@ -12,14 +12,14 @@ use opentelemetry_sdk::metrics::{
     Aggregation, Instrument, PeriodicReader, SdkMeterProvider, Stream, Temporality,
 };
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter as _};
-use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
-use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
-use otlp_user_events::proto::metrics::v1::{metric::Data, number_data_point};
 use otlp_user_events::{BuildError, EventCapture, MetricsExporter, Registration, SpanExporter};
 use tests::block_on;
 use tests::otlp::{decode_events, metric_points, metric_points_of_events, spans, spans_of_events};
 use tests::sdk::{full_span, provider_with, record_everything, record_series};
 use tests::tee::{TeeMetrics, TeeSpans};
+use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
+use ue_proto::metrics::v1::{metric::Data, number_data_point};
 use ue_wire::layout;
 
 fn capture_metrics(temporality: Temporality) -> (MetricsExporter, EventCapture) {

@@ -9,15 +9,13 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{SdkMeterProvider, Temporality};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanProcessor as _};
-use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
-use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
-use otlp_user_events::proto::metrics::v1::{metric::Data, number_data_point};
 use otlp_user_events::{
     EventCapture, ListenerAwareReader, ListenerAwareSampler, MetricsExporter,
     UserEventsSpanProcessor, layout,
 };
-use tests::otlp::decode_events;
+use tests::otlp::{decode_events, int_sum_total, span_names};
 use tests::sdk::full_span;
+use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
 
 fn processor(capture: &EventCapture, delay: Duration, shards: usize) -> UserEventsSpanProcessor {
     UserEventsSpanProcessor::builder()
@@ -26,19 +24,6 @@ fn processor(capture: &EventCapture, delay: Duration, shards: usize) -> UserEven
         .with_shards(shards)
         .build()
         .unwrap()
-}
-
-fn span_names(events: &[Vec<u8>]) -> Vec<String> {
-    let reqs: Vec<ExportTraceServiceRequest> = decode_events(events);
-    let mut names: Vec<String> = reqs
-        .iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|rs| &rs.scope_spans)
-        .flat_map(|ss| &ss.spans)
-        .map(|s| s.name.clone())
-        .collect();
-    names.sort();
-    names
 }
 
 /// Spans with 6 attributes and 1 event, named `t{thread}-{i}`.
@@ -198,25 +183,6 @@ fn the_sampler_asks_the_wrapped_sampler_while_listening() {
     provider.shutdown().unwrap();
 }
 
-/// The sum of every counter point in the captured events.
-fn counter_total(events: &[Vec<u8>]) -> i64 {
-    let reqs: Vec<ExportMetricsServiceRequest> = decode_events(events);
-    reqs.iter()
-        .flat_map(|r| &r.resource_metrics)
-        .flat_map(|rm| &rm.scope_metrics)
-        .flat_map(|sm| &sm.metrics)
-        .filter_map(|m| match &m.data {
-            Some(Data::Sum(s)) => Some(s.data_points.iter()),
-            _ => None,
-        })
-        .flatten()
-        .map(|p| match p.value {
-            Some(number_data_point::Value::AsInt(v)) => v,
-            _ => panic!("an integer counter"),
-        })
-        .sum()
-}
-
 #[test]
 fn the_reader_skips_collection_while_nobody_listens_and_loses_nothing() {
     for temporality in [Temporality::Delta, Temporality::Cumulative] {
@@ -245,7 +211,7 @@ fn the_reader_skips_collection_while_nobody_listens_and_loses_nothing() {
         counter.add(7, &[KeyValue::new("route", "/a")]);
         provider.force_flush().unwrap();
         assert_eq!(
-            counter_total(&capture.take()),
+            int_sum_total(&capture.take()),
             12,
             "{temporality:?}: what was recorded while nobody listened arrives with the first export"
         );
@@ -255,7 +221,7 @@ fn the_reader_skips_collection_while_nobody_listens_and_loses_nothing() {
             Temporality::Delta => 1,
             _ => 13,
         };
-        assert_eq!(counter_total(&capture.take()), want, "{temporality:?}");
+        assert_eq!(int_sum_total(&capture.take()), want, "{temporality:?}");
         provider.shutdown().unwrap();
     }
 }
@@ -280,6 +246,6 @@ fn the_reader_collects_on_its_interval_while_listening() {
     while capture.events().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(counter_total(&capture.take()), 3);
+    assert_eq!(int_sum_total(&capture.take()), 3);
     provider.shutdown().unwrap();
 }

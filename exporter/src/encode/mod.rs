@@ -87,6 +87,3 @@ pub fn pack_spans(
         &mut emit as &mut dyn FnMut(&[u8], usize),
     )
 }
-
-#[cfg(test)]
-mod tests;

@@ -9,15 +9,12 @@ use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
-use otlp_user_events::proto::collector::metrics::v1::ExportMetricsServiceRequest;
-use otlp_user_events::proto::collector::trace::v1::ExportTraceServiceRequest;
-use otlp_user_events::proto::metrics::v1::{metric::Data, number_data_point};
 use otlp_user_events::{
     ListenerAwareReader, ListenerAwareSampler, MetricsExporter, Registration,
     UserEventsSpanProcessor,
 };
 use tests::kernel::{self, Got};
-use tests::otlp::decode_events;
+use tests::otlp::{int_sum_total, span_names};
 
 /// perf turns the enable bit on when it opens the event, a moment before it enables it.
 const GRACE: Duration = Duration::from_millis(200);
@@ -29,19 +26,6 @@ fn read(reader: &mut ue_decoder::TracepointReader, want: usize) -> Vec<Got> {
 /// The events' fields (layout header and OTLP), as the capture seam records them.
 fn fields(got: &[Got]) -> Vec<Vec<u8>> {
     got.iter().map(|g| g.fields.clone()).collect()
-}
-
-fn span_names(got: &[Got]) -> Vec<String> {
-    let reqs: Vec<ExportTraceServiceRequest> = decode_events(&fields(got));
-    let mut names: Vec<String> = reqs
-        .iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|rs| &rs.scope_spans)
-        .flat_map(|ss| &ss.spans)
-        .map(|s| s.name.clone())
-        .collect();
-    names.sort();
-    names
 }
 
 fn make_spans(provider: &SdkTracerProvider, prefix: &str, n: usize) {
@@ -93,7 +77,7 @@ fn the_span_processor_delivers_every_span_from_many_threads() {
         .flat_map(|t| (0..200).map(move |i| format!("t{t}-{i}")))
         .collect();
     want.sort();
-    assert_eq!(span_names(&got), want, "every span once");
+    assert_eq!(span_names(&fields(&got)), want, "every span once");
     assert!(
         got.len() < 200,
         "packed: {} events for 800 spans",
@@ -132,7 +116,7 @@ fn under_the_listener_aware_sampler_nothing_is_recorded_until_a_reader_attaches(
     provider.force_flush().unwrap();
     let got = read(&mut reader, stats.snapshot().events_written as usize);
     assert_eq!(reader.lost_total(), 0);
-    let names = span_names(&got);
+    let names = span_names(&fields(&got));
     assert_eq!(names.len(), 101, "{names:?}");
     assert!(
         names
@@ -140,24 +124,6 @@ fn under_the_listener_aware_sampler_nothing_is_recorded_until_a_reader_attaches(
             .all(|n| n == "heard" || n.starts_with("after-"))
     );
     provider.shutdown().unwrap();
-}
-
-fn counter_total(got: &[Got]) -> u64 {
-    let reqs: Vec<ExportMetricsServiceRequest> = decode_events(&fields(got));
-    reqs.iter()
-        .flat_map(|r| &r.resource_metrics)
-        .flat_map(|rm| &rm.scope_metrics)
-        .flat_map(|sm| &sm.metrics)
-        .filter_map(|m| match &m.data {
-            Some(Data::Sum(s)) => Some(s.data_points.iter()),
-            _ => None,
-        })
-        .flatten()
-        .map(|p| match p.value {
-            Some(number_data_point::Value::AsInt(v)) => v as u64,
-            _ => panic!("an integer counter"),
-        })
-        .sum()
 }
 
 #[test]
@@ -197,7 +163,7 @@ fn the_listener_aware_reader_collects_nothing_until_a_reader_attaches_and_loses_
     let got = read(&mut reader, 1);
     assert_eq!(reader.lost_total(), 0);
     assert_eq!(
-        counter_total(&got),
+        int_sum_total(&fields(&got)),
         12,
         "what was recorded while nobody listened arrives with the first export"
     );

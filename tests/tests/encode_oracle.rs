@@ -16,9 +16,6 @@ use opentelemetry::trace::{
 use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-use opentelemetry_proto::tonic::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::Resource;
@@ -32,7 +29,8 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use proptest::prelude::*;
 use prost::Message;
 
-use super::{Oversize, pack_metrics, pack_spans};
+use otlp_user_events::{Oversize, pack_metrics, pack_spans};
+use tests::otlp::{metric_points, spans as span_entries};
 
 type Events = Vec<(Vec<u8>, usize)>;
 
@@ -86,55 +84,13 @@ impl PushMetricExporter for Both {
     }
 }
 
-/// One entry per data point: its resource, scope and metric metadata and the point,
-/// encoded, so requests compare equal whatever the split (and NaN compares by bits).
-fn flatten_metrics(req: &ExportMetricsServiceRequest) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    for rm in &req.resource_metrics {
-        let rm_shell = ResourceMetrics {
-            scope_metrics: vec![],
-            ..rm.clone()
-        }
-        .encode_to_vec();
-        for sm in &rm.scope_metrics {
-            let sm_shell = ScopeMetrics {
-                metrics: vec![],
-                ..sm.clone()
-            }
-            .encode_to_vec();
-            for m in &sm.metrics {
-                let mut shell: Metric = m.clone();
-                let points: Vec<Vec<u8>> = match shell.data.as_mut().unwrap() {
-                    Data::Sum(d) => drain_encoded(&mut d.data_points),
-                    Data::Gauge(d) => drain_encoded(&mut d.data_points),
-                    Data::Histogram(d) => drain_encoded(&mut d.data_points),
-                    Data::ExponentialHistogram(d) => drain_encoded(&mut d.data_points),
-                    Data::Summary(d) => drain_encoded(&mut d.data_points),
-                };
-                let m_shell = shell.encode_to_vec();
-                for p in points {
-                    out.push([&rm_shell[..], &sm_shell, &m_shell, &p].concat());
-                }
-            }
-        }
-    }
-    out
-}
-
-fn drain_encoded<M: Message>(points: &mut Vec<M>) -> Vec<Vec<u8>> {
-    std::mem::take(points)
-        .iter()
-        .map(Message::encode_to_vec)
-        .collect()
-}
-
 /// Decodes every event, checking each one's reported item count, into one request.
 fn decode_metrics(events: &Events) -> ExportMetricsServiceRequest {
     let mut all = ExportMetricsServiceRequest::default();
     for (bytes, points) in events {
         let req = ExportMetricsServiceRequest::decode(&bytes[..]).expect("every event decodes");
         assert_eq!(
-            flatten_metrics(&req).len(),
+            metric_points(&req).len(),
             *points,
             "reported count is exact"
         );
@@ -148,13 +104,13 @@ fn decode_metrics(events: &Events) -> ExportMetricsServiceRequest {
 fn check_metrics(runs: &[MetricsRun]) {
     for run in runs {
         let oracle = run.oracle.as_ref().unwrap();
-        let expected = flatten_metrics(oracle);
+        let expected = metric_points(oracle);
         for (limit, events, oversize) in &run.ours {
             assert!(
                 events.iter().all(|(b, _)| b.len() <= *limit),
                 "limit {limit}"
             );
-            let got = flatten_metrics(&decode_metrics(events));
+            let got = metric_points(&decode_metrics(events));
             if oversize.dropped.is_empty() {
                 assert_same(
                     &got,
@@ -520,7 +476,7 @@ fn counter_series(n: usize, limits: Vec<usize>) -> Vec<MetricsRun> {
 
 #[test]
 fn thousands_of_small_points_fill_events_to_the_limit() {
-    let limit = crate::layout::DEFAULT_MAX_BUFFER;
+    let limit = otlp_user_events::layout::DEFAULT_MAX_BUFFER;
     let runs = counter_series(1_900, vec![limit]);
     let (_, events, oversize) = &runs[0].ours[0];
     assert!(oversize.dropped.is_empty());
@@ -571,29 +527,6 @@ fn exact_limit_fits_and_one_byte_less_splits() {
 // Spans
 // ---------------------------------------------------------------------------------------
 
-/// One entry per span: its resource and scope and the span, encoded.
-fn flatten_spans(rss: &[ResourceSpans]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    for rs in rss {
-        let rs_shell = ResourceSpans {
-            scope_spans: vec![],
-            ..rs.clone()
-        }
-        .encode_to_vec();
-        for ss in &rs.scope_spans {
-            let ss_shell = ScopeSpans {
-                spans: vec![],
-                ..ss.clone()
-            }
-            .encode_to_vec();
-            for s in &ss.spans {
-                out.push([&rs_shell[..], &ss_shell, &s.encode_to_vec()].concat());
-            }
-        }
-    }
-    out
-}
-
 fn pack_spans_all(spans: &[SpanData], resource: &Resource, limit: usize) -> (Events, Oversize) {
     let mut events = Vec::new();
     let oversize = pack_spans(spans, resource, limit, |b, n| events.push((b.to_vec(), n)));
@@ -607,17 +540,19 @@ fn check_spans(spans: Vec<SpanData>, resource: &Resource, limits: &[usize]) {
             &ResourceAttributesWithSchema::from(resource),
         ),
     };
-    let expected = flatten_spans(&oracle.resource_spans);
+    let expected = span_entries(&oracle);
     for &limit in limits {
         let (events, oversize) = pack_spans_all(&spans, resource, limit);
         let mut all = Vec::new();
         for (b, n) in &events {
             assert!(b.len() <= limit, "limit {limit}");
             let req = ExportTraceServiceRequest::decode(&b[..]).expect("every event decodes");
-            assert_eq!(flatten_spans(&req.resource_spans).len(), *n);
+            assert_eq!(span_entries(&req).len(), *n);
             all.extend(req.resource_spans);
         }
-        let got = flatten_spans(&all);
+        let got = span_entries(&ExportTraceServiceRequest {
+            resource_spans: all,
+        });
         if oversize.dropped.is_empty() {
             assert_same(
                 &got,
