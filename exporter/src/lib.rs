@@ -5,7 +5,12 @@
 //! SDK like any other exporter. Each export becomes a few `writev` calls to the tracepoints
 //! `otlp_metrics` and `otlp_traces`; a reader with perf privileges (the project's
 //! `ue-decoder`, or `perf record`) turns them back into OTLP. No sockets, no threads, and
-//! while nobody listens an export costs one atomic load.
+//! while nobody listens an export costs two atomic loads.
+//!
+//! Data points and spans are encoded straight from the SDK's data into the events, once each.
+//! For spans, [`UserEventsSpanProcessor`] does this in `on_end`, without the batch
+//! processor's queue and thread. [`ListenerAwareSampler`] and [`ListenerAwareReader`] make the
+//! SDK skip recording spans and collecting metrics while nobody listens.
 //!
 //! Every event is one complete `ExportMetricsServiceRequest` or `ExportTraceServiceRequest`
 //! holding as many data points or spans as fit in the buffer limit, 8,168 bytes by default:
