@@ -78,6 +78,9 @@ pub struct Variant {
     pub about: &'static str,
     /// Whether it writes user_events, so that a "nobody listening" run means something.
     pub user_events: bool,
+    /// Whether it records what the workload makes, so that "everything exported" can be
+    /// checked (false for a sampler that drops every span).
+    pub records: bool,
     /// Whether it sends OTLP/HTTP: the driver starts a receiver on 127.0.0.1 for each of
     /// its runs and passes `--endpoint`.
     pub receiver: bool,
@@ -102,6 +105,7 @@ pub static VARIANTS: &[Variant] = &[
         name: "ours",
         about: "otlp-user-events: MetricsExporter in a PeriodicReader, SpanExporter in the SDK batch processor",
         user_events: true,
+        records: true,
         receiver: false,
         metrics: Some(ours_metrics),
         spans: Some(ours_spans),
@@ -112,6 +116,7 @@ pub static VARIANTS: &[Variant] = &[
         name: "ours-processor",
         about: "otlp-user-events: UserEventsSpanProcessor (encodes each span into a packing buffer in on_end, no queue)",
         user_events: true,
+        records: true,
         receiver: false,
         metrics: None,
         spans: Some(ours_processor_spans),
@@ -122,6 +127,7 @@ pub static VARIANTS: &[Variant] = &[
         name: "ours-aware",
         about: "otlp-user-events, listener-aware: MetricsExporter in a ListenerAwareReader; UserEventsSpanProcessor under a ListenerAwareSampler(AlwaysOn)",
         user_events: true,
+        records: true,
         receiver: false,
         metrics: Some(ours_aware_metrics),
         spans: Some(ours_aware_spans),
@@ -132,6 +138,7 @@ pub static VARIANTS: &[Variant] = &[
         name: "upstream",
         about: "opentelemetry-user-events-metrics 0.14 in a PeriodicReader; opentelemetry-user-events-trace 0.6 Processor (synchronous, one event per span)",
         user_events: true,
+        records: true,
         receiver: false,
         metrics: Some(upstream_metrics),
         spans: Some(upstream_spans),
@@ -142,6 +149,7 @@ pub static VARIANTS: &[Variant] = &[
         name: "otlp-http",
         about: "opentelemetry-otlp 0.33, HTTP/protobuf, blocking reqwest client, to otlp-receiver on 127.0.0.1; spans through the SDK batch processor",
         user_events: false,
+        records: true,
         receiver: true,
         metrics: Some(otlp_metrics),
         spans: Some(otlp_spans),
@@ -152,6 +160,7 @@ pub static VARIANTS: &[Variant] = &[
         name: "sdk-only",
         about: "the SDK alone: a PeriodicReader / batch processor whose exporter drops everything",
         user_events: false,
+        records: true,
         receiver: false,
         metrics: Some(sdk_only_metrics),
         spans: Some(sdk_only_spans),
@@ -162,6 +171,7 @@ pub static VARIANTS: &[Variant] = &[
         name: "sdk-always-off",
         about: "the SDK alone with Sampler::AlwaysOff: every span non-recording, the floor of any sampler that drops spans",
         user_events: false,
+        records: false,
         receiver: false,
         metrics: None,
         spans: Some(sdk_always_off_spans),
@@ -172,6 +182,7 @@ pub static VARIANTS: &[Variant] = &[
         name: "sdk-only-sync",
         about: "the SDK alone with a span processor that drops each span in on_end (the baseline of synchronous processors)",
         user_events: false,
+        records: true,
         receiver: false,
         metrics: None,
         spans: Some(sdk_only_sync_spans),
@@ -179,6 +190,16 @@ pub static VARIANTS: &[Variant] = &[
         spans_baseline: None,
     },
 ];
+
+impl Variant {
+    /// Whether it has a pipeline for workloads of `kind`.
+    pub fn runs(&self, kind: crate::Kind) -> bool {
+        match kind {
+            crate::Kind::Spans => self.spans.is_some(),
+            _ => self.metrics.is_some(),
+        }
+    }
+}
 
 /// The variant called `name`.
 pub fn variant(name: &str) -> Option<&'static Variant> {

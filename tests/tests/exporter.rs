@@ -14,7 +14,9 @@ use opentelemetry_sdk::metrics::{
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter as _};
 use otlp_user_events::{BuildError, EventCapture, MetricsExporter, Registration, SpanExporter};
 use tests::block_on;
-use tests::otlp::{decode_events, metric_points, metric_points_of_events, spans, spans_of_events};
+use tests::otlp::{
+    decode_events, metric_points, metric_points_of_events, span_names, spans, spans_of_events,
+};
 use tests::sdk::{full_span, provider_with, record_everything, record_series};
 use tests::tee::{TeeMetrics, TeeSpans};
 use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -421,15 +423,9 @@ fn works_with_the_simple_and_the_batch_span_processor() {
             tracer.in_span(format!("op-{i}"), |_| {});
         }
         provider.force_flush().unwrap();
-        let reqs: Vec<ExportTraceServiceRequest> = decode_events(&capture.take());
-        let mut names: Vec<String> = reqs
-            .iter()
-            .flat_map(|r| &r.resource_spans)
-            .flat_map(|rs| &rs.scope_spans)
-            .flat_map(|ss| &ss.spans)
-            .map(|s| s.name.clone())
-            .collect();
-        names.sort();
+        let events = capture.take();
+        let reqs: Vec<ExportTraceServiceRequest> = decode_events(&events);
+        let names = span_names(&events);
         let mut want: Vec<String> = (0..250).map(|i| format!("op-{i}")).collect();
         want.sort();
         assert_eq!(names, want, "batch processor: {batch}");
