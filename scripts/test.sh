@@ -21,9 +21,9 @@ count() { # LOG FIELD
 
 echo "== hermetic suite (host)"
 hermetic_rc=0
-cargo test --workspace --all-targets 2>&1 | tee "$logdir/hermetic.log" || hermetic_rc=$?
+cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$logdir/hermetic.log" || hermetic_rc=$?
 # Doc tests are not part of --all-targets.
-cargo test --workspace --doc 2>&1 | tee -a "$logdir/hermetic.log" || hermetic_rc=$?
+cargo test --workspace --doc --no-fail-fast 2>&1 | tee -a "$logdir/hermetic.log" || hermetic_rc=$?
 h_pass=$(count "$logdir/hermetic.log" passed)
 h_fail=$(count "$logdir/hermetic.log" failed)
 
