@@ -101,7 +101,7 @@ pub const DEFAULT_READER_INTERVAL: Duration = Duration::from_secs(60);
 /// even read, so a collection cycle costs one atomic load.
 ///
 /// Measurements are still aggregated in the meantime (the SDK offers no way to skip that),
-/// and nothing is lost by skipping, only postponed:
+/// and nothing is lost by not collecting, only postponed:
 /// - **Delta** temporality: the first collection after a reader attaches reports everything
 ///   recorded since the last collection, as one longer interval (its start time is that of
 ///   the last collection); the SDK keeps each series seen since then in memory until that
