@@ -6,9 +6,8 @@ use std::fmt;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId, TraceState};
@@ -20,6 +19,7 @@ use opentelemetry_sdk::metrics::reader::MetricReader;
 use opentelemetry_sdk::metrics::{InstrumentKind, ManualReader, Pipeline, Temporality};
 use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample};
 
+use crate::background::Background;
 use crate::core::Listener;
 use crate::error::BuildError;
 use crate::metrics::MetricsExporter;
@@ -124,7 +124,8 @@ pub const DEFAULT_READER_INTERVAL: Duration = Duration::from_secs(60);
 /// ```
 pub struct ListenerAwareReader {
     shared: Arc<ReaderShared>,
-    ticker: Mutex<Option<JoinHandle<()>>>,
+    /// Collects and exports every interval.
+    ticker: Background,
 }
 
 struct ReaderShared {
@@ -135,8 +136,6 @@ struct ReaderShared {
     /// Reused across collections.
     metrics: Mutex<ResourceMetrics>,
     skipped: AtomicU64,
-    stop: Mutex<bool>,
-    wake: Condvar,
 }
 
 impl fmt::Debug for ListenerAwareReader {
@@ -161,15 +160,6 @@ impl ListenerAwareReader {
     pub fn skipped_collections(&self) -> u64 {
         self.shared.skipped.load(Ordering::Relaxed)
     }
-
-    fn stop_ticker(&self) {
-        *self.shared.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.shared.wake.notify_all();
-        let ticker = self.ticker.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(t) = ticker {
-            let _ = t.join();
-        }
-    }
 }
 
 impl ReaderShared {
@@ -193,25 +183,13 @@ impl ReaderShared {
         }
     }
 
-    fn run(&self) {
-        let mut stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
-        // The flag is checked before every wait: a stop requested before this thread first
-        // took the lock must not wait out a whole interval.
-        while !*stop {
-            stop = self
-                .wake
-                .wait_timeout(stop, self.interval)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-            if *stop {
-                return;
-            }
-            if let Err(e) = self.collect_and_export() {
-                opentelemetry::otel_debug!(
-                    name: "UserEvents.ReaderExportFailed",
-                    error = e.to_string()
-                );
-            }
+    /// The timer's work: one collection and export, its failure logged.
+    fn tick(&self) {
+        if let Err(e) = self.collect_and_export() {
+            opentelemetry::otel_debug!(
+                name: "UserEvents.ReaderExportFailed",
+                error = e.to_string()
+            );
         }
     }
 }
@@ -230,7 +208,7 @@ impl MetricReader for ListenerAwareReader {
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.stop_ticker();
+        self.ticker.stop();
         let last = self.shared.collect_and_export();
         let reader = self.shared.manual.shutdown_with_timeout(timeout);
         let exporter = self.shared.exporter.shutdown_with_timeout(timeout);
@@ -239,12 +217,6 @@ impl MetricReader for ListenerAwareReader {
 
     fn temporality(&self, kind: InstrumentKind) -> Temporality {
         self.shared.manual.temporality(kind)
-    }
-}
-
-impl Drop for ListenerAwareReader {
-    fn drop(&mut self) {
-        self.stop_ticker();
     }
 }
 
@@ -276,19 +248,16 @@ impl ListenerAwareReaderBuilder {
             interval: self.interval,
             metrics: Mutex::new(ResourceMetrics::default()),
             skipped: AtomicU64::new(0),
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
         });
         let ticker = {
             let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("otlp-user-events-metrics".into())
-                .spawn(move || shared.run())
-                .map_err(BuildError::Thread)?
+            let interval = self.interval;
+            Background::spawn("otlp-user-events-metrics", interval, move || {
+                shared.tick();
+                interval
+            })
+            .map_err(BuildError::Thread)?
         };
-        Ok(ListenerAwareReader {
-            shared,
-            ticker: Mutex::new(Some(ticker)),
-        })
+        Ok(ListenerAwareReader { shared, ticker })
     }
 }

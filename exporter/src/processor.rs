@@ -5,8 +5,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use opentelemetry::{Context, InstrumentationScope, otel_warn};
@@ -14,6 +13,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 
+use crate::background::Background;
 use crate::core::{Config, Core};
 use crate::encode::Oversize;
 use crate::encode::trace::{self, LEVELS};
@@ -53,16 +53,14 @@ pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(1);
 /// ```
 pub struct UserEventsSpanProcessor {
     shared: Arc<Shared>,
-    flusher: Mutex<Option<JoinHandle<()>>>,
+    /// Writes partly filled events once they are due.
+    flusher: Background,
 }
 
 struct Shared {
     core: Core,
     shards: Box<[Mutex<Shard>]>,
     max_delay: Duration,
-    /// Set to stop the flusher thread; the condvar wakes it early.
-    stop: Mutex<bool>,
-    wake: Condvar,
 }
 
 /// One packing buffer and the event being filled in it.
@@ -121,19 +119,6 @@ impl UserEventsSpanProcessor {
     /// Whether the tracepoint registered, and if not, why.
     pub fn registration(&self) -> &Registration {
         self.shared.core.registration()
-    }
-
-    fn stop_flusher(&self) {
-        *self.shared.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.shared.wake.notify_all();
-        let handle = self
-            .flusher
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(handle) = handle {
-            let _ = handle.join();
-        }
     }
 }
 
@@ -207,30 +192,23 @@ impl Shared {
         }
     }
 
-    /// The flusher thread: writes each partly filled event when its oldest span has waited
-    /// `max_delay`, sleeping until the earliest such moment.
-    fn run_flusher(&self) {
-        let mut stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
-        while !*stop {
-            let now = Instant::now();
-            let mut next = now + self.max_delay;
-            for i in 0..self.shards.len() {
-                let mut shard = self.lock(i);
-                if let Some(since) = shard.since {
-                    let due = since + self.max_delay;
-                    if due <= now {
-                        self.flush_shard(&mut shard);
-                    } else {
-                        next = next.min(due);
-                    }
+    /// The flusher's work: writes each partly filled event whose oldest span has waited
+    /// `max_delay`; how long until the next one is due.
+    fn flush_due(&self) -> Duration {
+        let now = Instant::now();
+        let mut next = now + self.max_delay;
+        for i in 0..self.shards.len() {
+            let mut shard = self.lock(i);
+            if let Some(since) = shard.since {
+                let due = since + self.max_delay;
+                if due <= now {
+                    self.flush_shard(&mut shard);
+                } else {
+                    next = next.min(due);
                 }
             }
-            stop = self
-                .wake
-                .wait_timeout(stop, next.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
         }
+        next.saturating_duration_since(Instant::now())
     }
 }
 
@@ -256,7 +234,7 @@ impl SpanProcessor for UserEventsSpanProcessor {
         if self.shared.core.is_shut_down() {
             return Err(OTelSdkError::AlreadyShutdown);
         }
-        self.stop_flusher();
+        self.flusher.stop();
         self.shared.flush_all();
         self.shared.core.shutdown()
     }
@@ -276,7 +254,7 @@ impl Drop for UserEventsSpanProcessor {
     fn drop(&mut self) {
         // Dropped without shutdown (the provider normally shuts it down): still write what
         // is pending rather than lose it, and do not leave the thread behind.
-        self.stop_flusher();
+        self.flusher.stop();
         if !self.shared.core.is_shut_down() {
             self.shared.flush_all();
         }
@@ -353,19 +331,14 @@ impl UserEventsSpanProcessorBuilder {
             core,
             shards,
             max_delay: self.max_delay,
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
         });
         let flusher = {
             let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("otlp-user-events-spans".into())
-                .spawn(move || shared.run_flusher())
-                .map_err(BuildError::Thread)?
+            Background::spawn("otlp-user-events-spans", self.max_delay, move || {
+                shared.flush_due()
+            })
+            .map_err(BuildError::Thread)?
         };
-        Ok(UserEventsSpanProcessor {
-            shared,
-            flusher: Mutex::new(Some(flusher)),
-        })
+        Ok(UserEventsSpanProcessor { shared, flusher })
     }
 }
