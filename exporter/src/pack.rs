@@ -201,6 +201,7 @@ impl<const D: usize> Packer<D> {
             self.body.truncate(body_before);
             self.nodes.truncate(nodes_before);
             self.open = open_before;
+            self.release_oversize();
             return Err(TooLarge);
         }
         // Take the item out, flush the event before it, and start the next event with it.
@@ -212,6 +213,7 @@ impl<const D: usize> Packer<D> {
         self.flush(emit);
         let grown = self.path.grown(0, &fixed, len);
         if OpenPath::<D>::total(&grown) > self.limit {
+            self.release_oversize();
             return Err(TooLarge);
         }
         self.open_from(1);
@@ -241,6 +243,19 @@ impl<const D: usize> Packer<D> {
         self.nodes.clear();
         self.path = OpenPath::new();
         self.items = 0;
+    }
+
+    /// Gives back what an oversize item made the buffers grow to, so that one huge item does
+    /// not keep its memory for the life of the packer (a span processor lives as long as the
+    /// application).
+    fn release_oversize(&mut self) {
+        let keep = 2 * self.limit;
+        if self.body.capacity() > keep {
+            self.body.shrink_to(keep);
+        }
+        if self.carry.capacity() > keep {
+            self.carry = Vec::new();
+        }
     }
 
     fn commit(&mut self, grown: [usize; D]) {
@@ -318,5 +333,28 @@ mod tests {
             OpenPath::<3>::total(&g),
             first_outer + field_len(3 + field_len(5 + field_len(7)))
         );
+    }
+
+    #[test]
+    fn an_oversize_item_does_not_keep_its_memory() {
+        let huge = |b: &mut Vec<u8>| b.extend(std::iter::repeat_n(7u8, 1 << 20));
+        let mut p = Packer::<3>::new(1000);
+        let mut emitted = 0;
+        let mut emit = |_: &[u8], n: usize| emitted += n;
+        p.begin(1, 1);
+        p.begin(2, 2);
+        assert!(
+            p.item(2, true, huge, &mut emit).is_err(),
+            "alone in an event"
+        );
+        assert!(p.body.capacity() <= 2000, "{}", p.body.capacity());
+        p.item(2, false, |b| b.push(1), &mut emit).unwrap();
+        assert!(
+            p.item(2, true, huge, &mut emit).is_err(),
+            "after another item"
+        );
+        assert!(p.body.capacity() <= 2000 && p.carry.capacity() <= 2000);
+        p.flush(&mut emit);
+        assert_eq!(emitted, 1, "the small item was written, alone");
     }
 }
