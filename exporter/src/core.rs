@@ -16,6 +16,36 @@ use crate::writer::{EventCapture, Registration, Writer};
 /// The smallest buffer limit accepted: room for a minimal request around one small item.
 pub(crate) const MIN_MAX_BUFFER: usize = 64;
 
+/// The settings every builder shares, each a method on a builder with a `config: Config`
+/// field: written once here rather than once per builder.
+macro_rules! tracepoint_settings {
+    ($default_name:literal) => {
+        #[doc = concat!("The tracepoint name (default `", $default_name, "`).")]
+        pub fn with_tracepoint_name(mut self, name: impl Into<String>) -> Self {
+            self.config.name = name.into();
+            self
+        }
+
+        /// The largest OTLP buffer per event, in bytes (default 8,168).
+        ///
+        /// 8,168 is the most that reaches a perf reader: the kernel stages each event for perf
+        /// in 8,192 bytes and silently drops larger ones while `writev` reports success. Values
+        /// up to 65,360 are accepted but are safe only for ftrace readers; larger ones are
+        /// refused.
+        pub fn with_max_buffer_size(mut self, bytes: usize) -> Self {
+            self.config.max_buffer = bytes;
+            self
+        }
+
+        /// Writes into `capture` instead of the kernel (tests and dry runs).
+        pub fn with_capture(mut self, capture: $crate::EventCapture) -> Self {
+            self.config.capture = Some(capture);
+            self
+        }
+    };
+}
+pub(crate) use tracepoint_settings;
+
 /// Settings common to both exporters' builders.
 #[derive(Debug)]
 pub(crate) struct Config {

@@ -16,7 +16,7 @@ use crate::error::BuildError;
 use crate::layout;
 use crate::pack::Packer;
 use crate::stats::ExporterStats;
-use crate::writer::{EventCapture, Registration};
+use crate::writer::Registration;
 
 /// Writes metrics as OTLP protobuf to a user_events tracepoint (`otlp_metrics` by default),
 /// packing as many data points into each event as fit under the buffer limit.
@@ -117,31 +117,11 @@ pub struct MetricsExporterBuilder {
 }
 
 impl MetricsExporterBuilder {
-    /// The tracepoint name (default `otlp_metrics`).
-    pub fn with_tracepoint_name(mut self, name: impl Into<String>) -> Self {
-        self.config.name = name.into();
-        self
-    }
-
-    /// The largest OTLP buffer per event, in bytes (default 8,168).
-    ///
-    /// 8,168 is the most that reaches a perf reader: the kernel stages each event for perf in
-    /// 8,192 bytes and silently drops larger ones while `writev` reports success. Values up
-    /// to 65,360 are accepted but are safe only for ftrace readers; larger ones are refused.
-    pub fn with_max_buffer_size(mut self, bytes: usize) -> Self {
-        self.config.max_buffer = bytes;
-        self
-    }
+    crate::core::tracepoint_settings!("otlp_metrics");
 
     /// Delta (the default, as the upstream crate) or cumulative temporality.
     pub fn with_temporality(mut self, temporality: Temporality) -> Self {
         self.temporality = temporality;
-        self
-    }
-
-    /// Writes into `capture` instead of the kernel (tests and dry runs).
-    pub fn with_capture(mut self, capture: EventCapture) -> Self {
-        self.config.capture = Some(capture);
         self
     }
 

@@ -21,7 +21,7 @@ use crate::error::BuildError;
 use crate::layout;
 use crate::pack::Packer;
 use crate::stats::ExporterStats;
-use crate::writer::{EventCapture, Registration};
+use crate::writer::Registration;
 
 /// The default bound on how long a span waits in a partly filled event.
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(1);
@@ -270,18 +270,7 @@ pub struct UserEventsSpanProcessorBuilder {
 }
 
 impl UserEventsSpanProcessorBuilder {
-    /// The tracepoint name (default `otlp_traces`).
-    pub fn with_tracepoint_name(mut self, name: impl Into<String>) -> Self {
-        self.config.name = name.into();
-        self
-    }
-
-    /// The largest OTLP buffer per event, in bytes (default 8,168); see
-    /// [`MetricsExporterBuilder::with_max_buffer_size`](crate::MetricsExporterBuilder::with_max_buffer_size).
-    pub fn with_max_buffer_size(mut self, bytes: usize) -> Self {
-        self.config.max_buffer = bytes;
-        self
-    }
+    crate::core::tracepoint_settings!("otlp_traces");
 
     /// How long a span may wait in a partly filled event before the event is written
     /// (default 1 s). Shorter means fresher data and more, smaller events.
@@ -295,12 +284,6 @@ impl UserEventsSpanProcessorBuilder {
     /// worth per buffer.
     pub fn with_shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards.max(1));
-        self
-    }
-
-    /// Writes into `capture` instead of the kernel (tests and dry runs).
-    pub fn with_capture(mut self, capture: EventCapture) -> Self {
-        self.config.capture = Some(capture);
         self
     }
 

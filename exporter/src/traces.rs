@@ -15,7 +15,7 @@ use crate::error::BuildError;
 use crate::layout;
 use crate::pack::Packer;
 use crate::stats::ExporterStats;
-use crate::writer::{EventCapture, Registration};
+use crate::writer::Registration;
 
 /// Writes spans as OTLP protobuf to a user_events tracepoint (`otlp_traces` by default),
 /// packing as many spans into each event as fit under the buffer limit, grouped by
@@ -108,25 +108,7 @@ pub struct SpanExporterBuilder {
 }
 
 impl SpanExporterBuilder {
-    /// The tracepoint name (default `otlp_traces`).
-    pub fn with_tracepoint_name(mut self, name: impl Into<String>) -> Self {
-        self.config.name = name.into();
-        self
-    }
-
-    /// The largest OTLP buffer per event, in bytes (default 8,168, the most that reaches a
-    /// perf reader; up to 65,360 for ftrace-only readers). See
-    /// [`MetricsExporterBuilder::with_max_buffer_size`](crate::MetricsExporterBuilder::with_max_buffer_size).
-    pub fn with_max_buffer_size(mut self, bytes: usize) -> Self {
-        self.config.max_buffer = bytes;
-        self
-    }
-
-    /// Writes into `capture` instead of the kernel (tests and dry runs).
-    pub fn with_capture(mut self, capture: EventCapture) -> Self {
-        self.config.capture = Some(capture);
-        self
-    }
+    crate::core::tracepoint_settings!("otlp_traces");
 
     /// Validates the settings and registers the tracepoint. A failed registration is not an
     /// error: the exporter is then disabled, says why once, and reports it in
