@@ -7,6 +7,8 @@
 //! members always present, fields in field-number order), so what we write decodes to the
 //! same message and re-encodes to the same bytes (the tests check both).
 
+use std::mem::MaybeUninit;
+
 use prost::encoding::encoded_len_varint;
 
 const VARINT: u32 = 0;
@@ -114,10 +116,8 @@ pub(crate) fn packed_fixed64(buf: &mut Vec<u8>, field: u32, values: impl Iterato
         (0, Some(0)) => {}
         (n, Some(m)) if n == m => {
             len_prefix(buf, field, n * 8);
-            buf.reserve(n * 8);
-            for v in values {
-                buf.extend_from_slice(&v.to_le_bytes());
-            }
+            // An iterator that yields more than its exact size hint said is cut there.
+            fixed64_array(buf, n, values);
         }
         _ => {
             let start = buf.len();
@@ -207,6 +207,80 @@ pub(crate) fn len_prefix(buf: &mut Vec<u8>, field: u32, len: usize) {
     encode_varint(len as u64, buf);
 }
 
+/// Appends the concatenation of `parts` to `buf` with one capacity check: an attribute is
+/// four or five short pieces (keys, lengths, a value), for which an `extend_from_slice` and
+/// a call to `memcpy` each cost more than the bytes themselves.
+#[inline(always)]
+pub(crate) fn concat<const N: usize>(buf: &mut Vec<u8>, parts: [&[u8]; N]) {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    buf.reserve(total);
+    let len = buf.len();
+    let mut spare = &mut buf.spare_capacity_mut()[..total];
+    for part in parts {
+        let (dst, rest) = spare.split_at_mut(part.len());
+        copy_short(dst, part);
+        spare = rest;
+    }
+    // SAFETY: the `total` bytes after `len` were reserved above and every one of them was
+    // written: `parts` fill them in order, being `total` bytes long together.
+    unsafe { buf.set_len(len + total) };
+}
+
+/// Copies `src` into `dst` (of the same length); short slices, the common case, inline in
+/// two overlapping moves rather than through a call to `memcpy`.
+#[inline(always)]
+fn copy_short(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
+    let n = src.len();
+    assert_eq!(dst.len(), n);
+    let (d, s) = (dst.as_mut_ptr().cast::<u8>(), src.as_ptr());
+    // SAFETY: in every branch, `d` and `s` are valid for `n` bytes (the lengths are equal,
+    // checked above), `src` is borrowed and so does not overlap `dst`, and each copy stays
+    // within the first `n` bytes since its width `k` is at most `n` and it starts at 0 or
+    // at `n - k`.
+    unsafe {
+        match n {
+            0 => {}
+            1..=3 => {
+                *d = *s;
+                *d.add(n / 2) = *s.add(n / 2);
+                *d.add(n - 1) = *s.add(n - 1);
+            }
+            4..=7 => {
+                std::ptr::copy_nonoverlapping(s, d, 4);
+                std::ptr::copy_nonoverlapping(s.add(n - 4), d.add(n - 4), 4);
+            }
+            8..=16 => {
+                std::ptr::copy_nonoverlapping(s, d, 8);
+                std::ptr::copy_nonoverlapping(s.add(n - 8), d.add(n - 8), 8);
+            }
+            17..=32 => {
+                std::ptr::copy_nonoverlapping(s, d, 16);
+                std::ptr::copy_nonoverlapping(s.add(n - 16), d.add(n - 16), 16);
+            }
+            _ => std::ptr::copy_nonoverlapping(s, d, n),
+        }
+    }
+}
+
+/// `n` values of 8 bytes each, written at the end of `buf` from `values` (at most `n` of
+/// them are taken; missing ones are zeros).
+#[inline(always)]
+fn fixed64_array(buf: &mut Vec<u8>, n: usize, values: impl Iterator<Item = u64>) {
+    let total = n * 8;
+    buf.reserve(total);
+    let len = buf.len();
+    let (slots, _) = buf.spare_capacity_mut()[..total].as_chunks_mut::<8>();
+    let mut written = 0;
+    for (slot, v) in slots.iter_mut().zip(values) {
+        *slot = v.to_le_bytes().map(MaybeUninit::new);
+        written += 1;
+    }
+    slots[written..].fill([MaybeUninit::new(0); 8]);
+    // SAFETY: the `total` bytes after `len` were reserved above, and the loop and the fill
+    // wrote every 8-byte chunk of them.
+    unsafe { buf.set_len(len + total) };
+}
+
 /// Encoded size of a length-delimited field with a one-byte key (field numbers below 16,
 /// as every nested field this crate packs by) holding a `len`-byte body.
 #[inline]
@@ -281,6 +355,41 @@ mod tests {
                 "n = {n}, two bytes reserved"
             );
         }
+    }
+
+    #[test]
+    fn concat_copies_every_length_exactly() {
+        let src: Vec<u8> = (0..=255u8).collect();
+        for a in 0..70 {
+            for b in [0, 1, 5, 9, 17, 40] {
+                let mut buf = vec![7u8];
+                concat(&mut buf, [&src[..a], &src[100..100 + b]]);
+                let want: Vec<u8> = [&[7u8][..], &src[..a], &src[100..100 + b]].concat();
+                assert_eq!(buf, want, "lengths {a} and {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn packed_fixed64_cuts_or_pads_an_iterator_whose_size_hint_lies() {
+        struct Lying(std::ops::Range<u64>, usize);
+        impl Iterator for Lying {
+            type Item = u64;
+            fn next(&mut self) -> Option<u64> {
+                self.0.next()
+            }
+            fn size_hint(&self) -> (usize, Option<usize>) {
+                (self.1, Some(self.1))
+            }
+        }
+        let mut buf = Vec::new();
+        packed_fixed64(&mut buf, 1, Lying(1..10, 3));
+        assert_eq!(buf.len(), 2 + 3 * 8, "cut at the promised 3");
+        let mut buf = Vec::new();
+        packed_fixed64(&mut buf, 1, Lying(1..3, 4));
+        assert_eq!(buf.len(), 2 + 4 * 8, "padded to the promised 4");
+        assert_eq!(&buf[2..10], &1u64.to_le_bytes());
+        assert!(buf[18..].iter().all(|&b| b == 0));
     }
 
     #[test]

@@ -211,6 +211,8 @@ fn any_text() -> impl Strategy<Value = String> {
         "[a-z.]{1,12}",
         "\\PC{0,8}",
         Just("ünïcødé 値 🚀".to_owned()),
+        // Pairs of these cross the lengths where an attribute's encoding changes form.
+        "[a-z]{40,70}",
         "[a-z]{150,200}",
     ]
 }

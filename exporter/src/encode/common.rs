@@ -6,11 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 
-use prost::encoding::encoded_len_varint;
-
-use crate::protobuf::{
-    bytes, bytes_always, double_always, field_len, len_prefix, message, varint_always,
-};
+use crate::protobuf::{bytes, bytes_always, concat, double_always, message, varint_always};
 
 /// Nanoseconds since the Unix epoch; 0 before it, and modulo 2^64 after 2554, as the OTLP
 /// transform does (in u64 arithmetic rather than its u128).
@@ -23,44 +19,86 @@ pub(crate) fn nanos(time: SystemTime) -> u64 {
     })
 }
 
-/// A `KeyValue` as field `field` of the enclosing message.
+/// A `KeyValue` as field `field` (below 16) of the enclosing message.
 ///
-/// Attributes are most of what an item holds, so scalar and string values, whose sizes are
-/// known up front, take a path that reserves the exact space once and writes each length
-/// directly; arrays go through [`message`]'s length fix-up.
+/// Attributes are most of what an item holds. Scalar and string values with a key and value
+/// short enough that every length is one byte (nearly all) are written in one [`concat`]
+/// of the key, the value and five or six prefix bytes; the rest go through [`message`]'s
+/// length fix-up.
 #[inline]
 pub(crate) fn key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
-    let Some(value_len) = scalar_value_len(value) else {
-        message(buf, field, |buf| {
-            bytes(buf, 1, key.as_bytes());
-            message(buf, 2, |buf| any_value(buf, value));
-        });
+    debug_assert!(field < 16, "one-byte keys");
+    let key = key.as_bytes();
+    // With a key and value of at most 112 bytes together, every length below is under 128.
+    if !key.is_empty() && key.len() <= 112 {
+        let room = 112 - key.len();
+        let mut varint = [0u8; 10];
+        // The AnyValue's field key (and the string's length), then its payload.
+        let (head, payload): ([u8; 4], &[u8]) = match value {
+            Value::String(v) if v.as_str().len() <= room => {
+                let v = v.as_str().as_bytes();
+                ([0x12, 2 + v.len() as u8, 1 << 3 | 2, v.len() as u8], v)
+            }
+            Value::I64(v) => {
+                let n = varint_into(&mut varint, *v as u64);
+                ([0x12, 1 + n as u8, 3 << 3, 0], &varint[..n])
+            }
+            Value::Bool(v) => {
+                varint[0] = u8::from(*v);
+                ([0x12, 2, 2 << 3, 0], &varint[..1])
+            }
+            Value::F64(v) => {
+                varint[..8].copy_from_slice(&v.to_le_bytes());
+                ([0x12, 9, 4 << 3 | 1, 0], &varint[..8])
+            }
+            _ => return key_value_slow(buf, field, key, value),
+        };
+        // Only a string value has a length byte in the head.
+        let head = &head[..if matches!(value, Value::String(_)) {
+            4
+        } else {
+            3
+        }];
+        let body = 2 + key.len() + head.len() + payload.len();
+        concat(
+            buf,
+            [
+                &[
+                    (field << 3 | 2) as u8,
+                    body as u8,
+                    1 << 3 | 2,
+                    key.len() as u8,
+                ],
+                key,
+                head,
+                payload,
+            ],
+        );
         return;
-    };
-    let key_len = if key.is_empty() {
-        0
-    } else {
-        field_len(key.len())
-    };
-    let body = key_len + field_len(value_len);
-    buf.reserve(field_len(body) + 1);
-    len_prefix(buf, field, body);
-    bytes(buf, 1, key.as_bytes());
-    len_prefix(buf, 2, value_len);
-    any_value(buf, value);
+    }
+    key_value_slow(buf, field, key, value);
 }
 
-/// The body length of the `AnyValue` of a scalar or string value; `None` for arrays and
-/// value kinds added after this crate.
-#[inline]
-fn scalar_value_len(value: &Value) -> Option<usize> {
-    Some(match value {
-        Value::Bool(_) => 2,
-        Value::I64(v) => 1 + encoded_len_varint(*v as u64),
-        Value::F64(_) => 9,
-        Value::String(v) => field_len(v.as_str().len()),
-        _ => return None,
-    })
+/// [`key_value`] for empty or long keys and values, and arrays.
+#[cold]
+fn key_value_slow(buf: &mut Vec<u8>, field: u32, key: &[u8], value: &Value) {
+    message(buf, field, |buf| {
+        bytes(buf, 1, key);
+        message(buf, 2, |buf| any_value(buf, value));
+    });
+}
+
+/// `value` as a varint at the start of `out`; returns its length.
+#[inline(always)]
+fn varint_into(out: &mut [u8; 10], mut value: u64) -> usize {
+    let mut n = 0;
+    while value >= 0x80 {
+        out[n] = value as u8 | 0x80;
+        value >>= 7;
+        n += 1;
+    }
+    out[n] = value as u8;
+    n + 1
 }
 
 /// Every attribute of `attrs` as repeated field `field`.
@@ -123,4 +161,67 @@ pub(crate) fn scope(buf: &mut Vec<u8>, scope: &InstrumentationScope) {
     bytes(buf, 1, scope.name().as_bytes());
     bytes(buf, 2, scope.version().unwrap_or_default().as_bytes());
     attributes(buf, 3, scope.attributes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{
+        AnyValue, KeyValue as ProtoKeyValue, any_value::Value as ProtoValue,
+    };
+
+    /// The attribute as a field of a message holding only it, as prost writes it.
+    fn expected(field: u32, key: &str, value: &Value) -> Vec<u8> {
+        let value = match value {
+            Value::Bool(v) => ProtoValue::BoolValue(*v),
+            Value::I64(v) => ProtoValue::IntValue(*v),
+            Value::F64(v) => ProtoValue::DoubleValue(*v),
+            Value::String(v) => ProtoValue::StringValue(v.to_string()),
+            _ => unreachable!(),
+        };
+        let kv = ProtoKeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        };
+        let mut buf = Vec::new();
+        prost::encoding::message::encode(field, &kv, &mut buf);
+        buf
+    }
+
+    #[test]
+    fn key_values_match_prost_on_both_sides_of_every_length_boundary() {
+        let text = "k".repeat(300);
+        for key_len in (0..=130).chain([200, 300]) {
+            let key = &text[..key_len];
+            let mut values: Vec<Value> = vec![
+                Value::Bool(false),
+                Value::Bool(true),
+                Value::I64(0),
+                Value::I64(-1),
+                Value::I64(127),
+                Value::I64(128),
+                Value::I64(i64::MAX),
+                Value::F64(0.0),
+                Value::F64(-2.5),
+                Value::F64(f64::NAN),
+            ];
+            values.extend(
+                [
+                    0, 1, 3, 4, 7, 8, 16, 17, 32, 33, 100, 112, 113, 125, 126, 200,
+                ]
+                .map(|n| Value::from("v".repeat(n))),
+            );
+            for value in &values {
+                let mut got = vec![0xAA];
+                key_value(&mut got, 9, key, value);
+                assert_eq!(got[0], 0xAA, "what was there before stays");
+                assert_eq!(
+                    got[1..],
+                    expected(9, key, value),
+                    "key {key_len} bytes, value {value:?}"
+                );
+            }
+        }
+    }
 }
