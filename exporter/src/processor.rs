@@ -155,7 +155,11 @@ impl Shared {
     fn add(&self, span: &SpanData) {
         let mut shard = self.shard();
         let shard = &mut *shard;
-        if shard.scope.as_ref() != Some(&span.instrumentation_scope) {
+        if !shard
+            .scope
+            .as_ref()
+            .is_some_and(|open| trace::same_scope(open, &span.instrumentation_scope))
+        {
             trace::begin_scope(&mut shard.packer, &span.instrumentation_scope);
             shard.scope = Some(span.instrumentation_scope.clone());
         }
