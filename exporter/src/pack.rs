@@ -30,11 +30,12 @@ impl<const D: usize> OpenPath<D> {
         }
     }
 
-    /// The body lengths if an item of `item` bytes were added, with the levels from `from`
-    /// on opened anew with the bodies `fixed` (the message without children).
-    fn grown(&self, from: usize, fixed: &[usize; D], item: usize) -> [usize; D] {
+    /// The body lengths if `added` bytes of items (keys and lengths included) were added to
+    /// the innermost message, with the levels from `from` on opened anew with the bodies
+    /// `fixed` (the message without children).
+    fn grown(&self, from: usize, fixed: &[usize; D], added: usize) -> [usize; D] {
         let mut new = [0; D];
-        let mut added = field_len(item);
+        let mut added = added;
         for i in (0..D).rev() {
             new[i] = if i >= from {
                 fixed[i] + added
@@ -106,6 +107,15 @@ pub(crate) struct Packer<const D: usize> {
     path: OpenPath<D>,
     /// Items in the event under construction.
     items: usize,
+    /// Bytes of items appended to the open innermost message and not yet counted in `path`:
+    /// while the event is far from the limit, an item only adds its size here, and the
+    /// lengths along the path are brought up to date ([`sync`](Self::sync)) when they are
+    /// needed: near the limit, and when a message closes.
+    unsynced: usize,
+    /// The most that folding pending bytes into the path can add beyond the bytes
+    /// themselves: each enclosing message's length (levels `1..D`) stays under the limit,
+    /// so its varint grows by at most the limit's varint length minus one.
+    slack: usize,
     shells: [Shell; D],
     /// The shells' lengths, recomputed when a shell changed since the last item.
     fixed: [usize; D],
@@ -128,6 +138,8 @@ impl<const D: usize> Packer<D> {
             limit,
             path: OpenPath::new(),
             items: 0,
+            unsynced: 0,
+            slack: (D - 1) * (prost::encoding::encoded_len_varint(limit as u64) - 1),
             shells: std::array::from_fn(|_| Shell::default()),
             fixed: [0; D],
             shells_changed: false,
@@ -181,6 +193,15 @@ impl<const D: usize> Packer<D> {
         } else {
             protobuf::message(&mut self.body, tag, encode)
         };
+        let added = field_len(len);
+        if from == D && self.path.len[0] + self.unsynced + added + self.slack <= self.limit {
+            // Into the open innermost message, with room to spare whatever the lengths'
+            // varints grow to: counted without walking the path.
+            self.unsynced += added;
+            self.items += 1;
+            return Ok(());
+        }
+        self.sync();
         if self.shells_changed {
             self.fixed = std::array::from_fn(|level| {
                 if level == 0 {
@@ -192,7 +213,7 @@ impl<const D: usize> Packer<D> {
             self.shells_changed = false;
         }
         let fixed = self.fixed;
-        let grown = self.path.grown(from, &fixed, len);
+        let grown = self.path.grown(from, &fixed, added);
         if OpenPath::<D>::total(&grown) <= self.limit {
             self.commit(grown);
             return Ok(());
@@ -211,7 +232,7 @@ impl<const D: usize> Packer<D> {
         self.nodes.truncate(nodes_before);
         self.open = open_before;
         self.flush(emit);
-        let grown = self.path.grown(0, &fixed, len);
+        let grown = self.path.grown(0, &fixed, added);
         if OpenPath::<D>::total(&grown) > self.limit {
             self.release_oversize();
             return Err(TooLarge);
@@ -258,6 +279,14 @@ impl<const D: usize> Packer<D> {
         }
     }
 
+    /// Brings the path's lengths up to date with the pending items.
+    fn sync(&mut self) {
+        if self.unsynced > 0 {
+            self.path.len = self.path.grown(D, &self.fixed, self.unsynced);
+            self.unsynced = 0;
+        }
+    }
+
     fn commit(&mut self, grown: [usize; D]) {
         self.path.len = grown;
         self.path.depth = D;
@@ -281,6 +310,7 @@ impl<const D: usize> Packer<D> {
     /// Closes the open messages at the levels above `level`, innermost first: their lengths
     /// are final, and their trailing fields follow their children.
     fn close_to(&mut self, level: usize) {
+        self.sync();
         while self.open > level {
             let l = self.open;
             self.nodes[self.open_nodes[l]].len = self.path.len[l];
@@ -313,7 +343,7 @@ mod tests {
         let mut items = Vec::new();
         for (n, item) in [10usize, 100, 20, 1, 200].into_iter().enumerate() {
             let from = if n == 0 { 0 } else { 3 };
-            let g = p.grown(from.min(p.depth), &fixed, item);
+            let g = p.grown(from.min(p.depth), &fixed, field_len(item));
             p.len = g;
             p.depth = 3;
             items.push(item);
@@ -323,11 +353,11 @@ mod tests {
         }
         let first_inner = 5 + items.iter().map(|&i| field_len(i)).sum::<usize>();
         // Opening a second inner message keeps the first one's size.
-        let g = p.grown(2, &fixed, 7);
+        let g = p.grown(2, &fixed, field_len(7));
         let outer = 3 + field_len(first_inner) + field_len(5 + field_len(7));
         assert_eq!(OpenPath::<3>::total(&g), field_len(outer));
         // Opening a second outer message keeps the whole first one.
-        let g = p.grown(1, &fixed, 7);
+        let g = p.grown(1, &fixed, field_len(7));
         let first_outer = field_len(3 + field_len(first_inner));
         assert_eq!(
             OpenPath::<3>::total(&g),
