@@ -159,7 +159,7 @@ impl Core {
     }
 
     /// Checks shutdown and the listener. `Ok(false)`: nothing to do, and the skip is counted.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn should_export(&self) -> Result<bool, OTelSdkError> {
         if self.shutdown.load(Ordering::Acquire) {
             return Err(OTelSdkError::AlreadyShutdown);

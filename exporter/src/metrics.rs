@@ -78,10 +78,10 @@ impl MetricsExporter {
         self.core.registration()
     }
 
-    fn export_sync(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
-        if !self.core.should_export()? {
-            return Ok(());
-        }
+    /// Packs and writes an export. Out of line, so that [`export`](Self::export)'s check for
+    /// a listener (all an export costs while nobody listens) inlines into its caller.
+    #[inline(never)]
+    fn write(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
         let mut packer = self.packer.lock().unwrap_or_else(|e| e.into_inner());
         self.core.write_packed("data points", |sink| {
             metrics::pack(&mut packer, metrics, sink)
@@ -90,9 +90,14 @@ impl MetricsExporter {
 }
 
 impl PushMetricExporter for MetricsExporter {
+    #[inline]
     fn export(&self, metrics: &ResourceMetrics) -> impl Future<Output = OTelSdkResult> + Send {
         // All work is synchronous (a few writev calls); nothing is held across an await.
-        ready(self.export_sync(metrics))
+        ready(match self.core.should_export() {
+            Ok(true) => self.write(metrics),
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        })
     }
 
     fn force_flush(&self) -> OTelSdkResult {

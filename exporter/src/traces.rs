@@ -75,10 +75,10 @@ impl SpanExporter {
         self.core.registration()
     }
 
-    fn export_sync(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        if !self.core.should_export()? {
-            return Ok(());
-        }
+    /// Packs and writes an export. Out of line, so that [`export`](Self::export)'s check for
+    /// a listener (all an export costs while nobody listens) inlines into its caller.
+    #[inline(never)]
+    fn write(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let mut packer = self.packer.lock().unwrap_or_else(|e| e.into_inner());
         self.core.write_packed("spans", |sink| {
             trace::pack(&mut packer, &self.resource, &batch, sink)
@@ -87,9 +87,14 @@ impl SpanExporter {
 }
 
 impl SdkSpanExporter for SpanExporter {
+    #[inline]
     fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
         // All work is synchronous (a few writev calls); nothing is held across an await.
-        ready(self.export_sync(batch))
+        ready(match self.core.should_export() {
+            Ok(true) => self.write(batch),
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        })
     }
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
