@@ -56,7 +56,10 @@ pub use daemon::{
     Check, EventSource, ForwardConfig, ForwardError, PerfSource, RunConfig, RunError, Snapshot,
     forward_capture, host_status, run,
 };
-pub use decode::{Malformed, Request, Signal, TracepointNames, decode_event, otlp_json_line};
+pub use decode::{
+    Invalid, Malformed, Request, Signal, TracepointNames, decode_event, otlp_json_line,
+    validate_request,
+};
 pub use kernel::{
     Event, Format, FormatError, FormatField, LayoutMismatch, ReaderConfig, ReaderError,
     Registration, Tracefs, TracepointReader,

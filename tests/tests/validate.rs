@@ -1,0 +1,367 @@
+//! `validate_request` against prost: on valid requests of every shape and on many random
+//! mutations of them, checking without decoding must give exactly decoding's answer, and
+//! the same item count.
+
+use proptest::prelude::*;
+use prost::Message;
+use ue_decoder::{Request, Signal, validate_request};
+use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
+use ue_proto::common::v1::{
+    AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList, any_value::Value,
+};
+use ue_proto::metrics::v1::{
+    self as m, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
+    HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary,
+    SummaryDataPoint, exponential_histogram_data_point::Buckets, metric::Data,
+    summary_data_point::ValueAtQuantile,
+};
+use ue_proto::resource::v1::Resource;
+use ue_proto::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+/// Attributes of every value kind, arrays and maps included.
+fn attrs() -> Vec<KeyValue> {
+    vec![
+        kv("s", Value::StringValue("ünïcødé".into())),
+        kv("b", Value::BoolValue(true)),
+        kv("i", Value::IntValue(-7)),
+        kv("d", Value::DoubleValue(1.5)),
+        kv("y", Value::BytesValue(vec![0, 255, 7])),
+        kv(
+            "a",
+            Value::ArrayValue(ArrayValue {
+                values: vec![AnyValue {
+                    value: Some(Value::IntValue(1)),
+                }],
+            }),
+        ),
+        kv(
+            "m",
+            Value::KvlistValue(KeyValueList {
+                values: vec![kv("inner", Value::StringValue("x".into()))],
+            }),
+        ),
+    ]
+}
+
+fn resource() -> Option<Resource> {
+    Some(Resource {
+        attributes: attrs(),
+        dropped_attributes_count: 2,
+        entity_refs: vec![EntityRef {
+            r#type: "service".into(),
+            id_keys: vec!["service.name".into()],
+            ..Default::default()
+        }],
+    })
+}
+
+fn scope() -> Option<InstrumentationScope> {
+    Some(InstrumentationScope {
+        name: "lib".into(),
+        version: "1.0".into(),
+        attributes: attrs(),
+        dropped_attributes_count: 1,
+    })
+}
+
+fn exemplar() -> Exemplar {
+    Exemplar {
+        filtered_attributes: attrs(),
+        time_unix_nano: 3,
+        span_id: vec![1; 8],
+        trace_id: vec![2; 16],
+        value: Some(m::exemplar::Value::AsInt(-4)),
+    }
+}
+
+/// A metrics request with every kind of metric: 2 + 1 + 1 + 1 + 1 points.
+fn metrics_request() -> ExportMetricsServiceRequest {
+    let number = |v: f64| NumberDataPoint {
+        attributes: attrs(),
+        start_time_unix_nano: 1,
+        time_unix_nano: 2,
+        exemplars: vec![exemplar()],
+        flags: 1,
+        value: Some(m::number_data_point::Value::AsDouble(v)),
+    };
+    let metric = |name: &str, data: Data| Metric {
+        name: name.into(),
+        description: "d".into(),
+        unit: "1".into(),
+        metadata: attrs(),
+        data: Some(data),
+    };
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: resource(),
+            scope_metrics: vec![ScopeMetrics {
+                scope: scope(),
+                metrics: vec![
+                    metric(
+                        "sum",
+                        Data::Sum(Sum {
+                            data_points: vec![number(1.0), number(2.0)],
+                            aggregation_temporality: 1,
+                            is_monotonic: true,
+                        }),
+                    ),
+                    metric(
+                        "gauge",
+                        Data::Gauge(Gauge {
+                            data_points: vec![number(-1.0)],
+                        }),
+                    ),
+                    metric(
+                        "hist",
+                        Data::Histogram(Histogram {
+                            data_points: vec![HistogramDataPoint {
+                                attributes: attrs(),
+                                count: 3,
+                                sum: Some(4.5),
+                                bucket_counts: vec![1, 2, 0],
+                                explicit_bounds: vec![1.0, 2.0],
+                                exemplars: vec![exemplar()],
+                                min: Some(0.5),
+                                max: Some(3.0),
+                                ..Default::default()
+                            }],
+                            aggregation_temporality: 2,
+                        }),
+                    ),
+                    metric(
+                        "exp",
+                        Data::ExponentialHistogram(ExponentialHistogram {
+                            data_points: vec![ExponentialHistogramDataPoint {
+                                attributes: attrs(),
+                                count: 9,
+                                scale: -3,
+                                zero_count: 1,
+                                positive: Some(Buckets {
+                                    offset: -2,
+                                    bucket_counts: vec![1, 300, 70_000],
+                                }),
+                                negative: Some(Buckets {
+                                    offset: 5,
+                                    bucket_counts: vec![4],
+                                }),
+                                exemplars: vec![exemplar()],
+                                zero_threshold: 0.001,
+                                ..Default::default()
+                            }],
+                            aggregation_temporality: 1,
+                        }),
+                    ),
+                    metric(
+                        "summary",
+                        Data::Summary(Summary {
+                            data_points: vec![SummaryDataPoint {
+                                attributes: attrs(),
+                                count: 2,
+                                sum: 3.0,
+                                quantile_values: vec![ValueAtQuantile {
+                                    quantile: 0.5,
+                                    value: 1.0,
+                                }],
+                                ..Default::default()
+                            }],
+                        }),
+                    ),
+                ],
+                schema_url: "https://example.test/s".into(),
+            }],
+            schema_url: "https://example.test/r".into(),
+        }],
+    }
+}
+
+/// A traces request of 3 spans with every field.
+fn traces_request() -> ExportTraceServiceRequest {
+    let s = |name: &str| Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        trace_state: "k=v".into(),
+        parent_span_id: vec![3; 8],
+        flags: 0x301,
+        name: name.into(),
+        kind: 2,
+        start_time_unix_nano: 10,
+        end_time_unix_nano: 20,
+        attributes: attrs(),
+        dropped_attributes_count: 1,
+        events: vec![span::Event {
+            time_unix_nano: 15,
+            name: "e".into(),
+            attributes: attrs(),
+            dropped_attributes_count: 1,
+        }],
+        dropped_events_count: 1,
+        links: vec![span::Link {
+            trace_id: vec![4; 16],
+            span_id: vec![5; 8],
+            trace_state: "a=b".into(),
+            attributes: attrs(),
+            dropped_attributes_count: 1,
+            flags: 0x100,
+        }],
+        dropped_links_count: 1,
+        status: Some(Status {
+            message: "m".into(),
+            code: 2,
+        }),
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: resource(),
+            scope_spans: vec![ScopeSpans {
+                scope: scope(),
+                spans: vec![s("a"), s("b"), s("c")],
+                schema_url: "https://example.test/s".into(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+/// What prost says about `bytes`: the item count, or that they do not decode.
+fn decoded(signal: Signal, bytes: &[u8]) -> Option<u64> {
+    Request::decode(signal, bytes).ok().map(|r| r.items())
+}
+
+fn seeds() -> Vec<(Signal, Vec<u8>)> {
+    let metrics = metrics_request().encode_to_vec();
+    let traces = traces_request().encode_to_vec();
+    // Two requests of a signal concatenated are one request holding both.
+    let both = [metrics.clone(), metrics.clone()].concat();
+    vec![
+        (Signal::Metrics, metrics),
+        (Signal::Traces, traces),
+        (Signal::Metrics, both),
+        (Signal::Metrics, Vec::new()),
+    ]
+}
+
+#[test]
+fn valid_requests_validate_with_their_item_counts() {
+    let expected = [6, 3, 12, 0];
+    for ((signal, bytes), want) in seeds().into_iter().zip(expected) {
+        assert_eq!(decoded(signal, &bytes), Some(want));
+        assert_eq!(validate_request(signal, &bytes), Ok(want));
+    }
+    // The other signal's schema gives the other answer prost gives.
+    let (_, traces) = &seeds()[1];
+    assert_eq!(
+        validate_request(Signal::Metrics, traces).ok(),
+        decoded(Signal::Metrics, traces)
+    );
+}
+
+/// An `AnyValue` nested `depth` arrays deep, as a resource attribute.
+fn nested(depth: usize) -> Vec<u8> {
+    let mut v = AnyValue {
+        value: Some(Value::IntValue(1)),
+    };
+    for _ in 0..depth {
+        v = AnyValue {
+            value: Some(Value::ArrayValue(ArrayValue { values: vec![v] })),
+        };
+    }
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "deep".into(),
+                    value: Some(v),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn the_nesting_limit_is_prosts() {
+    let mut saw = (false, false);
+    for depth in 40..60 {
+        let bytes = nested(depth);
+        let got = validate_request(Signal::Metrics, &bytes).ok();
+        assert_eq!(got, decoded(Signal::Metrics, &bytes), "depth {depth}");
+        if got.is_some() {
+            saw.0 = true;
+        } else {
+            saw.1 = true;
+        }
+    }
+    assert_eq!(saw, (true, true), "both sides of the limit were tried");
+}
+
+#[derive(Clone, Debug)]
+enum Mutation {
+    Set(usize, u8),
+    Flip(usize, u8),
+    Truncate(usize),
+    Insert(usize, Vec<u8>),
+    Delete(usize, usize),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), any::<u8>()).prop_map(|(p, b)| Mutation::Set(p, b)),
+        (any::<usize>(), 0u8..8).prop_map(|(p, b)| Mutation::Flip(p, b)),
+        any::<usize>().prop_map(Mutation::Truncate),
+        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..6))
+            .prop_map(|(p, b)| Mutation::Insert(p, b)),
+        (any::<usize>(), 1usize..8).prop_map(|(p, n)| Mutation::Delete(p, n)),
+    ]
+}
+
+fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
+    let at = |p: usize, len: usize| if len == 0 { 0 } else { p % len };
+    match m {
+        Mutation::Set(p, b) if !bytes.is_empty() => {
+            let i = at(*p, bytes.len());
+            bytes[i] = *b;
+        }
+        Mutation::Flip(p, bit) if !bytes.is_empty() => {
+            let i = at(*p, bytes.len());
+            bytes[i] ^= 1 << bit;
+        }
+        Mutation::Truncate(p) => bytes.truncate(at(*p, bytes.len() + 1)),
+        Mutation::Insert(p, b) => {
+            let i = at(*p, bytes.len() + 1);
+            bytes.splice(i..i, b.iter().copied());
+        }
+        Mutation::Delete(p, n) if !bytes.is_empty() => {
+            let i = at(*p, bytes.len());
+            bytes.drain(i..(i + n).min(bytes.len()));
+        }
+        _ => {}
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+
+    #[test]
+    fn mutated_requests_validate_exactly_as_they_decode(
+        seed in 0usize..4,
+        mutations in prop::collection::vec(mutation(), 1..4),
+    ) {
+        let (signal, mut bytes) = seeds().swap_remove(seed);
+        for m in &mutations {
+            apply(&mut bytes, m);
+        }
+        prop_assert_eq!(validate_request(signal, &bytes).ok(), decoded(signal, &bytes));
+    }
+}
