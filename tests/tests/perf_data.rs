@@ -273,6 +273,7 @@ fn names_select_the_tracepoints() {
     let names = TracepointNames {
         metrics: "user_events:otlp_metrics".into(),
         traces: "not_there".into(),
+        logs: "not_there_either".into(),
     };
     let decoded = decode_perf_data(Path::new(FIXTURE), &names).unwrap();
     let all = decode_fixture();
@@ -298,6 +299,7 @@ fn names_select_the_tracepoints() {
     let names = TracepointNames {
         metrics: "my_metrics".into(),
         traces: "my_spans".into(),
+        logs: "my_logs".into(),
     };
     let err = decode_perf_data(Path::new(FIXTURE), &names).unwrap_err();
     let PerfDataError::NoOtlpTracepoints { events, .. } = &err else {
@@ -312,7 +314,10 @@ fn names_select_the_tracepoints() {
         ]
     );
     let msg = err.to_string();
-    assert!(msg.contains("no my_metrics or my_spans events"), "{msg}");
+    assert!(
+        msg.contains("no my_metrics, my_spans or my_logs events"),
+        "{msg}"
+    );
     assert!(msg.contains("user_events:otlp_traces"), "{msg}");
 }
 

@@ -384,7 +384,7 @@ async fn grpc_retries_only_what_the_spec_says() {
         .iter()
         .map(|r| match &r.request {
             Request::Traces(t) => t.resource_spans[0].scope_spans[0].spans[0].name.clone(),
-            Request::Metrics(_) => unreachable!(),
+            Request::Metrics(_) | Request::Logs(_) => unreachable!(),
         })
         .collect();
     assert_eq!(
@@ -510,7 +510,7 @@ async fn a_slow_sink_drops_on_a_full_queue_while_a_fast_one_gets_everything() {
         .iter()
         .map(|r| match &r.request {
             Request::Traces(t) => t.resource_spans[0].scope_spans[0].spans[0].name.clone(),
-            Request::Metrics(_) => unreachable!(),
+            Request::Metrics(_) | Request::Logs(_) => unreachable!(),
         })
         .collect();
     let want: Vec<_> = (0..20).map(|i| format!("b{i:02}-0")).collect();

@@ -23,11 +23,12 @@ struct Args {
     /// Address for OTLP/gRPC, or `off`.
     #[arg(long, default_value = "127.0.0.1:4317")]
     grpc: String,
-    /// Exit once at least this many data points and spans, in all, have been accepted.
+    /// Exit once at least this many data points, spans and log records, in all, have been
+    /// accepted.
     #[arg(long, value_name = "N")]
     exit_after_items: Option<u64>,
     /// On exit, write every accepted request to FILE as OTLP/JSON:
-    /// `{"metrics": [...], "traces": [...]}`.
+    /// `{"metrics": [...], "traces": [...], "logs": [...]}`.
     #[arg(long, value_name = "FILE")]
     dump: Option<PathBuf>,
 }

@@ -115,6 +115,7 @@ fn every_point_and_span_arrives_once_intact_under_sustained_load() {
     let names = TracepointNames {
         metrics: "ue_k_pipe_metrics".into(),
         traces: "ue_k_pipe_traces".into(),
+        logs: "ue_k_pipe_logs".into(),
     };
     let decoder = Decoder::start(
         &rt,
