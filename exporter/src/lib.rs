@@ -52,6 +52,7 @@ mod core;
 mod encode;
 mod error;
 mod listener;
+mod logs;
 mod metrics;
 mod pack;
 mod processor;
@@ -61,11 +62,12 @@ mod traces;
 mod writer;
 
 pub use core::Listener;
-pub use encode::{Oversize, pack_metrics, pack_spans};
+pub use encode::{Oversize, pack_logs, pack_metrics, pack_spans};
 pub use error::BuildError;
 pub use listener::{
     DEFAULT_READER_INTERVAL, ListenerAwareReader, ListenerAwareReaderBuilder, ListenerAwareSampler,
 };
+pub use logs::{LogExporter, LogExporterBuilder};
 pub use metrics::{MetricsExporter, MetricsExporterBuilder};
 pub use processor::{DEFAULT_MAX_DELAY, UserEventsSpanProcessor, UserEventsSpanProcessorBuilder};
 pub use stats::{ExporterStats, StatsSnapshot};
