@@ -650,7 +650,8 @@ impl Receiver {
             .collect()
     }
 
-    /// Data points (metrics) or spans (traces) in the accepted requests of `signal`.
+    /// Data points (metrics), spans (traces) or log records (logs) in the accepted requests of
+    /// `signal`.
     pub fn accepted_items(&self, signal: Signal) -> u64 {
         self.accepted(signal).iter().map(Received::items).sum()
     }
