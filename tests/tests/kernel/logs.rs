@@ -19,6 +19,7 @@ use tests::otlp::{log_records, log_records_of_events};
 use tests::receiver::{Protocol, Received, Receiver};
 use ue_decoder::{OtlpConfig, Protocol as Transport, Request, Signal, SinkConfig, TracepointNames};
 use ue_proto::common::v1::any_value;
+use ue_wire::layout;
 
 use crate::pipeline::{Decoder, retry};
 
@@ -69,6 +70,53 @@ fn record(logger: &impl Logger<LogRecord = SdkLogRecord>, i: u64) -> SdkLogRecor
         Some(TraceFlags::SAMPLED),
     );
     r
+}
+
+#[test]
+fn log_records_reach_a_perf_reader_byte_for_byte_as_captured() {
+    if !kernel::required() {
+        return;
+    }
+    let mut reader = kernel::reader(&[layout::LOGS_TRACEPOINT], 1024);
+    let resource = Resource::builder().with_service_name("kernel-logs").build();
+    let mut exporter = LogExporter::builder().build().unwrap();
+    assert!(exporter.listening());
+    exporter.set_resource(&resource);
+    let capture = EventCapture::new();
+    let mut capturing = LogExporter::builder()
+        .with_capture(capture.clone())
+        .build()
+        .unwrap();
+    capturing.set_resource(&resource);
+
+    let provider = SdkLoggerProvider::builder().build();
+    let logger = provider.logger("unused");
+    let scopes = [
+        InstrumentationScope::builder("http")
+            .with_version("1.0")
+            .build(),
+        InstrumentationScope::builder("db").build(),
+    ];
+    let records: Vec<SdkLogRecord> = (0..500).map(|i| record(&logger, i)).collect();
+    let pairs: Vec<_> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r, &scopes[i % 2]))
+        .collect();
+    block_on(exporter.export(LogBatch::new(&pairs))).unwrap();
+    block_on(capturing.export(LogBatch::new(&pairs))).unwrap();
+
+    let captured = capture.take();
+    assert!(captured.len() > 1, "500 records need several events");
+    let got = kernel::read(&mut reader, captured.len(), Duration::from_secs(30));
+    assert_eq!(reader.lost_total(), 0);
+    let fields: Vec<Vec<u8>> = got.iter().map(|g| g.fields.clone()).collect();
+    assert!(
+        fields == captured,
+        "events differ from the capture seam's bytes"
+    );
+    assert_eq!(log_records_of_events(&fields).len(), 500);
+    assert_eq!(exporter.stats().snapshot().items_written, 500);
 }
 
 #[test]
