@@ -1122,3 +1122,20 @@ fn an_oversize_log_record_is_dropped_and_named() {
     assert_eq!(events.iter().map(|e| e.1).sum::<usize>(), 2);
     check_logs(&logs, &scopes, &Resource::builder_empty().build(), &[8168]);
 }
+
+#[test]
+fn a_scope_with_a_nan_attribute_groups_each_record_alone_as_the_transform_does() {
+    let scopes = vec![scope("nan", None, vec![KeyValue::new("x", f64::NAN)], None)];
+    // Identical records: the transform orders its groups at random, the entries compare equal.
+    let logs: Vec<_> = (0..3).map(|_| simple_log(7, 0)).collect();
+    check_logs(&logs, &scopes, &Resource::builder_empty().build(), &[8168]);
+    let records: Vec<_> = logs.iter().map(sdk_record).collect();
+    let pairs: Vec<_> = records.iter().map(|r| (r, &scopes[0])).collect();
+    let (events, _) = pack_logs_all(
+        &LogBatch::new(&pairs),
+        &Resource::builder_empty().build(),
+        8168,
+    );
+    let req = ExportLogsServiceRequest::decode(&events[0].0[..]).unwrap();
+    assert_eq!(req.resource_logs[0].scope_logs.len(), 3);
+}

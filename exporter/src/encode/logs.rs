@@ -6,16 +6,19 @@
 //! of any values and maps, nested at will), not the `opentelemetry::Value` of span and metric
 //! attributes, so bodies and record attributes have their encoder here.
 
-use opentelemetry::InstrumentationScope;
 use opentelemetry::logs::AnyValue;
+use opentelemetry::{Array, InstrumentationScope, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{LogBatch, SdkLogRecord};
 
 use super::common::{attributes, nanos, resource};
 use super::{Oversize, level};
 use crate::pack::Packer;
+use prost::encoding::encoded_len_varint;
+
 use crate::protobuf::{
-    bytes, bytes_always, double_always, fixed32, fixed64, message, varint, varint_always,
+    bytes, bytes_always, double_always, field_len, fixed32, fixed64, len_prefix, message, varint,
+    varint_always,
 };
 
 /// Nesting levels of a logs event: the request, ResourceLogs, ScopeLogs.
@@ -36,14 +39,36 @@ fn scope_name<'a>((record, scope): Entry<'a>) -> &'a str {
 /// Whether two records are exported under the same scope: the OTLP transform's grouping, by
 /// exported name, version, schema URL and attributes in any order. Compared field by field,
 /// without building the scope it keys its map by.
-fn same_scope(a: Entry<'_>, b: Entry<'_>) -> bool {
+///
+/// `b_reflexive`: `b`'s scope equals itself ([`reflexive`]). Records of one logger share its
+/// scope, so the common case is the very same scope and no target, decided without comparing
+/// a byte.
+#[inline]
+fn same_scope(a: Entry<'_>, b: Entry<'_>, b_reflexive: bool) -> bool {
     let (sa, sb) = (a.1, b.1);
-    scope_name(a) == scope_name(b)
-        && sa.version().unwrap_or_default() == sb.version().unwrap_or_default()
+    let (na, nb) = (scope_name(a), scope_name(b));
+    let same_name = na.len() == nb.len() && (std::ptr::eq(na, nb) || na == nb);
+    if !same_name {
+        return false;
+    }
+    if std::ptr::eq(sa, sb) && b_reflexive {
+        return true;
+    }
+    sa.version().unwrap_or_default() == sb.version().unwrap_or_default()
         && sa.schema_url().unwrap_or_default() == sb.schema_url().unwrap_or_default()
         && (sa.attributes().eq(sb.attributes())
             || (sa.attributes().count() == sb.attributes().count()
                 && sa.attributes().all(|kv| sb.attributes().any(|o| o == kv))))
+}
+
+/// Whether a scope equals itself: not when an attribute holds a NaN, which the transform's
+/// grouping then never matches, giving each record a group of its own.
+fn reflexive(scope: &InstrumentationScope) -> bool {
+    scope.attributes().all(|kv| match &kv.value {
+        Value::F64(v) => !v.is_nan(),
+        Value::Array(Array::F64(vs)) => !vs.iter().any(|v| v.is_nan()),
+        _ => true,
+    })
 }
 
 /// Opens the resource level for the records that follow.
@@ -104,9 +129,13 @@ pub(crate) fn pack(
     // hashing every record's scope; a scope never equal to itself (a NaN attribute) gets a
     // group of its own per record, as in the OTLP transform's grouping.
     let first = batch.iter().next();
+    let one_scope = first.is_some_and(|first| {
+        let reflexive = reflexive(first.1);
+        batch.iter().all(|e| same_scope(e, first, reflexive))
+    });
     match first {
         None => {}
-        Some(first) if batch.iter().all(|e| same_scope(e, first)) => {
+        Some(first) if one_scope => {
             begin_scope(packer, first);
             for entry in batch.iter() {
                 add_record(packer, entry, emit, &mut oversize);
@@ -120,8 +149,9 @@ pub(crate) fn pack(
                 }
                 begin_scope(packer, lead);
                 add_record(packer, lead, emit, &mut oversize);
+                let lead_reflexive = reflexive(lead.1);
                 for (j, entry) in batch.iter().enumerate().skip(i + 1) {
-                    if !done[j] && same_scope(entry, lead) {
+                    if !done[j] && same_scope(entry, lead, lead_reflexive) {
                         add_record(packer, entry, emit, &mut oversize);
                         done[j] = true;
                     }
@@ -160,11 +190,42 @@ fn record_body(buf: &mut Vec<u8>, record: &SdkLogRecord) {
 }
 
 /// A `KeyValue` holding a log `AnyValue`, as field `field` of the enclosing message.
+///
+/// Scalar and string values, most of what records carry, have sizes known up front: their
+/// lengths are written directly, once. Bytes, lists and maps go through [`message`]'s length
+/// fix-up.
+#[inline]
 fn key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &AnyValue) {
-    message(buf, field, |buf| {
-        bytes(buf, 1, key.as_bytes());
-        message(buf, 2, |buf| any_value(buf, value));
-    });
+    let Some(value_len) = scalar_value_len(value) else {
+        message(buf, field, |buf| {
+            bytes(buf, 1, key.as_bytes());
+            message(buf, 2, |buf| any_value(buf, value));
+        });
+        return;
+    };
+    let key_len = if key.is_empty() {
+        0
+    } else {
+        field_len(key.len())
+    };
+    let body = key_len + field_len(value_len);
+    buf.reserve(field_len(body) + 1);
+    len_prefix(buf, field, body);
+    bytes(buf, 1, key.as_bytes());
+    len_prefix(buf, 2, value_len);
+    any_value(buf, value);
+}
+
+/// The body length of the `AnyValue` of a scalar or string value; `None` for the others.
+#[inline]
+fn scalar_value_len(value: &AnyValue) -> Option<usize> {
+    Some(match value {
+        AnyValue::Boolean(_) => 2,
+        AnyValue::Int(v) => 1 + encoded_len_varint(*v as u64),
+        AnyValue::Double(_) => 9,
+        AnyValue::String(v) => field_len(v.as_str().len()),
+        _ => return None,
+    })
 }
 
 /// The body of an `AnyValue`; lists and maps recurse.
