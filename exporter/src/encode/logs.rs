@@ -10,12 +10,11 @@ use opentelemetry::logs::AnyValue;
 use opentelemetry::{Array, InstrumentationScope, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{LogBatch, SdkLogRecord};
+use prost::encoding::encoded_len_varint;
 
 use super::common::{attributes, nanos, resource};
 use super::{Oversize, level};
 use crate::pack::Packer;
-use prost::encoding::encoded_len_varint;
-
 use crate::protobuf::{
     bytes, bytes_always, double_always, field_len, fixed32, fixed64, len_prefix, message, varint,
     varint_always,
@@ -72,7 +71,7 @@ fn reflexive(scope: &InstrumentationScope) -> bool {
 }
 
 /// Opens the resource level for the records that follow.
-pub(crate) fn begin_resource(packer: &mut Packer<LEVELS>, res: &Resource) {
+fn begin_resource(packer: &mut Packer<LEVELS>, res: &Resource) {
     let shell = packer.begin(level::RESOURCE, 1);
     message(&mut shell.prefix, 1, |b| resource(b, res));
     bytes(
