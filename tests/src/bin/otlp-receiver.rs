@@ -111,11 +111,12 @@ async fn main() -> anyhow::Result<()> {
     receiver.stop().await;
     let received = receiver.received();
     println!(
-        "totals requests={} accepted={} data_points={} spans={}",
+        "totals requests={} accepted={} data_points={} spans={} log_records={}",
         received.len(),
         received.iter().filter(|r| r.accepted()).count(),
         receiver.accepted_items(Signal::Metrics),
         receiver.accepted_items(Signal::Traces),
+        receiver.accepted_items(Signal::Logs),
     );
     if let Some(path) = &args.dump {
         let json = serde_json::to_vec_pretty(&receiver.dump_json())?;
