@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The whole pipeline, end to end: an OTLP receiver (standing in for a collector), the
 # decoder reading the user_events tracepoints, and the example applications exporting
-# metrics and spans through the kernel. Shows what arrived and the decoder's counters.
+# metrics, spans and logs through the kernel. Shows what arrived and the decoder's counters.
 #
 # Runs natively on a host with user_events (as root); otherwise inside the project's VM
 # (scripts/vm.sh builds its kernel on first use: about 5-15 minutes, then cached).
 #
-#   scripts/demo.sh [ROUNDS] [SERIES] [TRACES]     defaults: 5 rounds x 20 series, 10 traces
+#   scripts/demo.sh [ROUNDS] [SERIES] [TRACES] [LOGS]
+#                   defaults: 5 rounds x 20 series, 10 traces, 20 log records per log example
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=${1:-5} series=${2:-20} traces=${3:-10}
+rounds=${1:-5} series=${2:-20} traces=${3:-10} logs=${4:-20}
 
 if [ -z "${UE_DEMO_INSIDE:-}" ]; then
     echo "== building (cargo)"
@@ -18,7 +19,7 @@ if [ -z "${UE_DEMO_INSIDE:-}" ]; then
         echo "== this host has user_events: running natively"
     else
         echo "== this host has no usable user_events (scripts/check-kernel.sh says why): running in the project VM"
-        exec scripts/vm.sh --timeout 900 -e UE_DEMO_INSIDE=1 -- scripts/demo.sh "$rounds" "$series" "$traces"
+        exec scripts/vm.sh --timeout 900 -e UE_DEMO_INSIDE=1 -- scripts/demo.sh "$rounds" "$series" "$traces" "$logs"
     fi
 fi
 
@@ -55,6 +56,8 @@ grep "ue-decoder: reading" "$work/decoder.log"
 echo "== running the example applications"
 "$bin/examples/metrics" "$rounds" "$series"
 "$bin/examples/spans" "$traces"
+"$bin/examples/logs" "$logs"
+"$bin/examples/tracing_logs" "$logs"
 
 # Let the last batch go out (200 ms batching delay), then stop the decoder as a service
 # manager would: it drains the rings, flushes and prints its counters.
@@ -72,4 +75,4 @@ echo "== the decoder's final counters"
 sed -n '/final counters/,$p' "$work/decoder.log"
 echo
 want_points=$((rounds * series + 2 * rounds)) want_spans=$((traces * 3))
-echo "the examples wrote $want_points data points and $want_spans spans"
+echo "the examples wrote $want_points data points, $want_spans spans and $((2 * logs)) log records"

@@ -11,6 +11,9 @@
 #   tests/fixtures/lossy.perf.data        metrics 2 300 and spans 5 captured with a 4 KiB
 #   tests/fixtures/lossy.expected.txt     ring: the spans arrive, every metrics event is
 #                                         lost, and the file's loss records say so
+#   tests/fixtures/logs.perf.data         what `perf record -e user_events:otlp_logs`
+#   tests/fixtures/logs.expected.txt      captured while the logs example ran (logs 12),
+#                                         and the stats line it printed
 #
 # Usage: scripts/make-fixture.sh
 #
@@ -116,9 +119,42 @@ capture() {
         -e '/proc/kallsyms permission' "$work"/perf*.err >&2 || true
 }
 
+# capture_logs: the logs example's events alone, the same way as capture() (wait for the
+# registration, then perf, then the example writes once it sees its reader).
+capture_logs() {
+    local work=/tmp/make-fixture/logs i tracing=/sys/kernel/tracing/events/user_events
+    mkdir -p "$work"
+    UE_WAIT_FOR_LISTENER_SECS=120 target/debug/examples/logs 12 \
+        >"$work/logs.out" 2>"$work/logs.err" &
+    local logs_pid=$!
+    for ((i = 0; i < 600; i++)); do
+        [[ -s $work/logs.err && -e $tracing/otlp_logs ]] && break
+        sleep 0.1
+    done
+    ((i < 600)) || die "the logs example did not register otlp_logs within 60 s"
+    grep -q ': registered$' "$work/logs.err" || die "logs example: $(cat "$work/logs.err")"
+    rm -f "$work/done"
+    mkfifo "$work/done"
+    perf record -q -B -N --synth=no -a -e user_events:otlp_logs -o "$work/logs.perf.data" \
+        -- sh -c "read -r _ <$work/done; true" 2>"$work/perf.err" &
+    local perf_pid=$!
+    local status=0
+    wait "$logs_pid" || status=$?
+    echo >"$work/done"
+    wait "$perf_pid" || die "perf record (logs) failed: $(cat "$work/perf.err")"
+    ((status == 0)) || die "the logs example failed: $(cat "$work/logs.err")"
+    install -m 0644 "$work/logs.perf.data" "$fixtures/"
+    {
+        echo "# Written by scripts/make-fixture.sh: what the logs example wrote while perf recorded."
+        echo "logs 12: $(tail -n1 "$work/logs.out")"
+    } >"$fixtures/logs.expected.txt"
+    chmod 0644 "$fixtures/logs.expected.txt"
+    log "logs: $(grep -v '^#' "$fixtures/logs.expected.txt")"
+}
+
 in_vm() {
     cd "$root"
-    for ex in metrics spans; do
+    for ex in metrics spans logs; do
         [[ -x target/debug/examples/$ex ]] || die "target/debug/examples/$ex missing"
     done
     # The main fixture, plain and zstd-compressed (-z), captured at the same time.
@@ -127,7 +163,18 @@ in_vm() {
     # example's events of 300 series (each over 4 KiB), so the kernel drops every one
     # and says so in PERF_RECORD_LOST; the spans event (2 KiB) fits.
     capture lossy "2 300" "5" ":-m 1"
+    # The log records, in a capture of their own.
+    capture_logs
 }
+
+if [[ ${1:-} == --in-vm-logs ]]; then
+    # Only the logs capture (the others untouched): scripts/vm.sh --cpus 1 --rw tests/fixtures
+    # -- scripts/make-fixture.sh --in-vm-logs
+    [[ ${UE_VM:-} == 1 ]] || die "--in-vm-logs is for the guest of scripts/vm.sh"
+    cd "$root"
+    capture_logs
+    exit
+fi
 
 if [[ ${1:-} == --in-vm ]]; then
     [[ ${UE_VM:-} == 1 ]] || die "--in-vm is for the guest of scripts/vm.sh"
@@ -150,7 +197,7 @@ for attempt in 1 2 3; do
     UE_BLESS=1 cargo test -q -p tests --test perf_data >/dev/null 2>&1 || true
     if cargo test -q -p tests --test perf_data >"$check_log" 2>&1; then
         for f in examples.perf.data examples.z.perf.data examples.json examples.expected.txt \
-            lossy.perf.data lossy.expected.txt; do
+            lossy.perf.data lossy.expected.txt logs.perf.data logs.expected.txt; do
             log "wrote $(stat -c '%n (%s bytes)' "$fixtures/$f")"
         done
         exit 0

@@ -74,6 +74,7 @@ fn print_event(event: Event<'_>) {
         let unit = match signal {
             Signal::Metrics => "data_points",
             Signal::Traces => "spans",
+            Signal::Logs => "log_records",
         };
         format!("{unit}={}", r.items())
     });

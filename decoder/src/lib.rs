@@ -1,8 +1,8 @@
 //! Reads the OTLP events that the `otlp-user-events` exporters write to Linux user_events
 //! tracepoints, live, through perf ring buffers.
 //!
-//! [`TracepointReader`] opens one perf event per online CPU and tracepoint (`otlp_metrics`
-//! and `otlp_traces` by default), all of a CPU's events sharing one ring buffer, and hands
+//! [`TracepointReader`] opens one perf event per online CPU and tracepoint (`otlp_metrics`,
+//! `otlp_traces` and `otlp_logs` by default), all of a CPU's events sharing one ring buffer, and hands
 //! out each event's fields; [`Event::payload`] decodes them with the layout the exporters
 //! share ([`ue_wire::layout`]). It can register the tracepoints itself
 //! ([`Registration`]) so it attaches before any application starts. Reading needs a kernel

@@ -99,7 +99,7 @@ struct RunArgs {
     #[command(flatten)]
     sinks: SinkArgs,
     /// Signals to read.
-    #[arg(long, value_delimiter = ',', default_value = "metrics,traces")]
+    #[arg(long, value_delimiter = ',', default_value = "metrics,traces,logs")]
     signals: Vec<SignalArg>,
     /// Ring buffer per CPU, in KiB (rounded up to a power of two of pages).
     #[arg(long, default_value_t = 1024)]
@@ -107,7 +107,7 @@ struct RunArgs {
     /// Wake up when a ring holds this many bytes (batching delay bounds the latency).
     #[arg(long, default_value_t = 1)]
     wakeup_bytes: usize,
-    /// Send a batch once it holds this many data points or spans.
+    /// Send a batch once it holds this many data points, spans or log records.
     #[arg(long, default_value_t = 8192)]
     batch_items: u64,
     /// Send a batch once its requests reach this many bytes.
@@ -134,6 +134,9 @@ struct RunArgs {
     /// Tracepoint the spans are read from.
     #[arg(long, default_value = layout::TRACES_TRACEPOINT)]
     traces_tracepoint: String,
+    /// Tracepoint the log records are read from.
+    #[arg(long, default_value = layout::LOGS_TRACEPOINT)]
+    logs_tracepoint: String,
     /// Do not register the tracepoints; attach only to ones applications registered.
     #[arg(long)]
     no_register: bool,
@@ -143,11 +146,13 @@ struct RunArgs {
 enum SignalArg {
     Metrics,
     Traces,
+    Logs,
 }
 
 #[derive(Args, Debug)]
 struct DecodeArgs {
-    /// A perf.data file from `perf record -e user_events:otlp_metrics -e user_events:otlp_traces`.
+    /// A perf.data file from `perf record -e user_events:otlp_metrics -e user_events:otlp_traces
+    /// -e user_events:otlp_logs` (any of them).
     #[arg(value_name = "FILE")]
     capture: PathBuf,
     #[command(flatten)]
@@ -158,6 +163,9 @@ struct DecodeArgs {
     /// Tracepoint the spans were recorded from.
     #[arg(long, default_value = layout::TRACES_TRACEPOINT)]
     traces_tracepoint: String,
+    /// Tracepoint the log records were recorded from.
+    #[arg(long, default_value = layout::LOGS_TRACEPOINT)]
+    logs_tracepoint: String,
     /// With an endpoint: wait this long for the sends to finish.
     #[arg(long, default_value_t = 30)]
     shutdown_secs: u64,
@@ -285,6 +293,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let names = TracepointNames {
         metrics: args.metrics_tracepoint,
         traces: args.traces_tracepoint,
+        logs: args.logs_tracepoint,
     };
     let reader = ReaderConfig {
         tracefs: args.tracefs,
@@ -330,6 +339,7 @@ impl From<SignalArg> for Signal {
         match s {
             SignalArg::Metrics => Self::Metrics,
             SignalArg::Traces => Self::Traces,
+            SignalArg::Logs => Self::Logs,
         }
     }
 }
@@ -338,6 +348,7 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     let names = TracepointNames {
         metrics: args.metrics_tracepoint,
         traces: args.traces_tracepoint,
+        logs: args.logs_tracepoint,
     };
     let sinks = args.sinks.configs(true).map_err(anyhow::Error::msg)?;
     let mut reader = PerfDataReader::open(&args.capture, &names)?;

@@ -1,4 +1,4 @@
-//! The encoder alone, per data point and per span: the direct encoding of the SDK's data into
+//! The encoder alone, per data point, per span and per log record: the direct encoding of the SDK's data into
 //! packed events, against opentelemetry-proto's transform followed by prost's encoding (the
 //! path the upstream user_events crates and opentelemetry-otlp take, without their packing or
 //! I/O), on the same SDK data in the same run; and an export while nobody listens. Events go
@@ -10,23 +10,27 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{
     Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use opentelemetry_proto::transform::logs::tonic::group_logs_by_resource_and_scope;
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::logs::{LogBatch, SdkLogRecord, SdkLoggerProvider};
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::reader::MetricReader;
 use opentelemetry_sdk::metrics::{ManualReader, Pipeline, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
-use otlp_user_events::{MetricsExporter, layout, pack_metrics, pack_spans};
+use otlp_user_events::{MetricsExporter, layout, pack_logs, pack_metrics, pack_spans};
 use prost::Message;
 
 const ITEMS: usize = 1000;
@@ -140,6 +144,35 @@ fn spans() -> Vec<SpanData> {
         .collect()
 }
 
+/// Log records as an application logs them: a message body, an event name, a severity, three
+/// attributes and the trace context of the span it logged in.
+fn log_records() -> Vec<SdkLogRecord> {
+    let logger = SdkLoggerProvider::builder().build().logger("bench");
+    (0..ITEMS)
+        .map(|i| {
+            let mut r = logger.create_log_record();
+            r.set_timestamp(SystemTime::now());
+            r.set_observed_timestamp(SystemTime::now());
+            r.set_event_name("order.placed");
+            r.set_severity_number(Severity::Info);
+            r.set_severity_text("INFO");
+            r.set_body(AnyValue::from(format!(
+                "order {i} placed for customer c-{}",
+                i % 97
+            )));
+            r.add_attribute("http.route", format!("/api/v1/item/{i}"));
+            r.add_attribute("http.method", "GET");
+            r.add_attribute("status", 200);
+            r.set_trace_context(
+                TraceId::from(i as u128 + 1),
+                SpanId::from(i as u64 + 1),
+                Some(TraceFlags::SAMPLED),
+            );
+            r
+        })
+        .collect()
+}
+
 fn encode(c: &mut Criterion) {
     for (group, histogram) in [("sum_3_attrs", false), ("histogram_3_attrs", true)] {
         let rm = collected(histogram);
@@ -199,6 +232,43 @@ fn encode(c: &mut Criterion) {
             },
             BatchSize::LargeInput,
         )
+    });
+    g.finish();
+
+    let records = log_records();
+    let scope = InstrumentationScope::builder("bench").build();
+    let pairs: Vec<_> = records.iter().map(|r| (r, &scope)).collect();
+    let mut g = c.benchmark_group("log_record_3_attrs");
+    g.throughput(Throughput::Elements(ITEMS as u64));
+    g.bench_function("direct", |b| {
+        b.iter(|| {
+            let mut events = 0;
+            pack_logs(
+                &LogBatch::new(&pairs),
+                &res,
+                layout::DEFAULT_MAX_BUFFER,
+                |bytes, _| {
+                    black_box(bytes);
+                    events += 1;
+                },
+            );
+            events
+        })
+    });
+    let mut buf = Vec::new();
+    g.bench_function("transform_prost", |b| {
+        b.iter(|| {
+            buf.clear();
+            ExportLogsServiceRequest {
+                resource_logs: group_logs_by_resource_and_scope(
+                    &LogBatch::new(&pairs),
+                    &with_schema,
+                ),
+            }
+            .encode(&mut buf)
+            .unwrap();
+            black_box(&buf);
+        })
     });
     g.finish();
 }

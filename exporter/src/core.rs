@@ -1,4 +1,4 @@
-//! What the metrics and span exporters share: configuration, the tracepoint writer, the
+//! What the metrics, span and log exporters share: configuration, the tracepoint writer, the
 //! counters, shutdown, and turning packed events into writes.
 
 use std::sync::Arc;
@@ -46,7 +46,7 @@ macro_rules! tracepoint_settings {
 }
 pub(crate) use tracepoint_settings;
 
-/// Settings common to both exporters' builders.
+/// Settings common to every exporter's builder.
 #[derive(Debug)]
 pub(crate) struct Config {
     pub(crate) name: String,

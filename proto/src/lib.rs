@@ -1,11 +1,11 @@
-//! The OTLP protobuf messages of metrics and traces, as [prost] generates them from the
+//! The OTLP protobuf messages of metrics, traces and logs, as [prost] generates them from the
 //! OpenTelemetry proto definitions, for the readers of `otlp-user-events` tracepoints.
 //!
 //! The types are those of the `opentelemetry-proto` crate (its generated files, vendored
 //! unchanged in `src/vendor/`), byte for byte the same on the wire and in OTLP/JSON, but
 //! without its conversions from the OpenTelemetry SDK, so a reader of OTLP does not depend
 //! on the SDK. Features: `with-serde` (the OTLP/JSON mapping), `gen-tonic` (gRPC clients and
-//! servers of the two services).
+//! servers of the three services).
 //!
 //! [`Metric`](metrics::v1::Metric) gains the one place that knows the five kinds of metric
 //! data: [`point_count`](metrics::v1::Metric::point_count),
@@ -33,4 +33,4 @@ mod points;
 use proto::tonic;
 
 pub use points::Points;
-pub use tonic::{collector, common, metrics, resource, trace};
+pub use tonic::{collector, common, logs, metrics, resource, trace};

@@ -1,4 +1,4 @@
-//! Flattening OTLP requests to one entry per data point or span, so that requests compare
+//! Flattening OTLP requests to one entry per data point, span or log record, so that requests compare
 //! equal however they were packed into events (and NaN compares by its bits); and small
 //! requests for the decoder's tests.
 //!
@@ -7,9 +7,11 @@
 //! compare by encoding, which is the same for both.
 
 use prost::Message;
+use ue_proto::collector::logs::v1::ExportLogsServiceRequest;
 use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
 use ue_proto::common::v1::{AnyValue, KeyValue, any_value};
+use ue_proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use ue_proto::metrics::v1::{
     Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric::Data, number_data_point,
 };
@@ -77,6 +79,40 @@ pub fn spans(req: &impl Message) -> Vec<Vec<u8>> {
     out
 }
 
+/// One entry per log record: `(its resource and scope metadata, the record)`, each encoded,
+/// in request order. `req` is an `ExportLogsServiceRequest` of either family.
+pub fn scoped_log_records(req: &impl Message) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let req: ExportLogsServiceRequest = recode(req);
+    let mut out = Vec::new();
+    for rl in &req.resource_logs {
+        let rl_shell = ResourceLogs {
+            scope_logs: vec![],
+            ..rl.clone()
+        }
+        .encode_to_vec();
+        for sl in &rl.scope_logs {
+            let sl_shell = ScopeLogs {
+                log_records: vec![],
+                ..sl.clone()
+            }
+            .encode_to_vec();
+            let shell = [&rl_shell[..], &sl_shell].concat();
+            for r in &sl.log_records {
+                out.push((shell.clone(), r.encode_to_vec()));
+            }
+        }
+    }
+    out
+}
+
+/// One entry per log record: its resource and scope metadata and the record, encoded.
+pub fn log_records(req: &impl Message) -> Vec<Vec<u8>> {
+    scoped_log_records(req)
+        .into_iter()
+        .map(|(shell, record)| [shell, record].concat())
+        .collect()
+}
+
 /// Decodes events as an exporter writes them (the fields after the write index) into the
 /// requests they carry, checking the layout of each.
 pub fn decode_events<M: Message + Default>(events: &[Vec<u8>]) -> Vec<M> {
@@ -103,6 +139,51 @@ pub fn spans_of_events(events: &[Vec<u8>]) -> Vec<Vec<u8>> {
         .iter()
         .flat_map(spans)
         .collect()
+}
+
+/// All log records of logs events, flattened.
+pub fn log_records_of_events(events: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    decode_events::<ExportLogsServiceRequest>(events)
+        .iter()
+        .flat_map(log_records)
+        .collect()
+}
+
+/// Every log record of logs events (as an exporter writes them), decoded, in order.
+pub fn records_of_events(events: &[Vec<u8>]) -> Vec<LogRecord> {
+    decode_events::<ExportLogsServiceRequest>(events)
+        .into_iter()
+        .flat_map(|r| r.resource_logs)
+        .flat_map(|rl| rl.scope_logs)
+        .flat_map(|sl| sl.log_records)
+        .collect()
+}
+
+/// A logs request: `records` records whose bodies are `<tag>-<i>`.
+pub fn logs_request(tag: &str, records: usize) -> ExportLogsServiceRequest {
+    let log_records = (0..records)
+        .map(|i| LogRecord {
+            time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+            observed_time_unix_nano: 1_700_000_000_000_000_100 + i as u64,
+            severity_number: 9,
+            severity_text: "INFO".into(),
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(format!("{tag}-{i}"))),
+            }),
+            attributes: vec![string("tag", tag)],
+            ..Default::default()
+        })
+        .collect();
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: resource("sinks-test"),
+            scope_logs: vec![ScopeLogs {
+                log_records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
 }
 
 /// A string attribute.

@@ -43,6 +43,10 @@ use tonic::codec::CompressionEncoding;
 use tonic::codegen::Service as _;
 use tonic_types::{ErrorDetails, StatusExt as _};
 pub use ue_decoder::{Request, Signal};
+use ue_proto::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
+use ue_proto::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use ue_proto::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -364,6 +368,7 @@ impl Received {
         let attributes = match &self.request {
             Request::Metrics(r) => r.resource_metrics.first()?.resource.as_ref()?,
             Request::Traces(r) => r.resource_spans.first()?.resource.as_ref()?,
+            Request::Logs(r) => r.resource_logs.first()?.resource.as_ref()?,
         };
         attributes
             .attributes
@@ -549,12 +554,17 @@ impl Receiver {
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(MAX_MESSAGE);
-            let traces = TraceServiceServer::from_arc(otlp)
+            let traces = TraceServiceServer::from_arc(Arc::clone(&otlp))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(MAX_MESSAGE);
+            let logs = LogsServiceServer::from_arc(otlp)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(MAX_MESSAGE);
             let service = service_fn(move |req: hyper::Request<Incoming>| {
-                let (mut metrics, mut traces) = (metrics.clone(), traces.clone());
+                let (mut metrics, mut traces, mut logs) =
+                    (metrics.clone(), traces.clone(), logs.clone());
                 async move {
                     let path = req.uri().path();
                     if path.starts_with("/opentelemetry.proto.collector.metrics.v1.MetricsService/")
@@ -564,6 +574,10 @@ impl Receiver {
                         .starts_with("/opentelemetry.proto.collector.trace.v1.TraceService/")
                     {
                         traces.call(req).await
+                    } else if path
+                        .starts_with("/opentelemetry.proto.collector.logs.v1.LogsService/")
+                    {
+                        logs.call(req).await
                     } else {
                         Ok(
                             tonic::Status::unimplemented(format!("no service at {path}"))
@@ -636,7 +650,8 @@ impl Receiver {
             .collect()
     }
 
-    /// Data points (metrics) or spans (traces) in the accepted requests of `signal`.
+    /// Data points (metrics), spans (traces) or log records (logs) in the accepted requests of
+    /// `signal`.
     pub fn accepted_items(&self, signal: Signal) -> u64 {
         self.accepted(signal).iter().map(Received::items).sum()
     }
@@ -669,24 +684,28 @@ impl Receiver {
         self.wait_until(timeout, |r| r.len() >= n).await
     }
 
-    /// Every accepted request as OTLP/JSON: `{"metrics": [...], "traces": [...]}`, each
+    /// Every accepted request as OTLP/JSON: `{"metrics": [...], "traces": [...], "logs": [...]}`,
+    /// each
     /// element an `Export*ServiceRequest` in the OTLP JSON mapping.
     pub fn dump_json(&self) -> serde_json::Value {
         let log = lock(&self.shared.log);
         let mut metrics = Vec::new();
         let mut traces = Vec::new();
+        let mut logs = Vec::new();
         for r in log.requests.iter().filter(|r| r.accepted()) {
             let value = match &r.request {
                 Request::Metrics(m) => serde_json::to_value(m),
                 Request::Traces(t) => serde_json::to_value(t),
+                Request::Logs(l) => serde_json::to_value(l),
             }
             .expect("OTLP messages serialize to JSON");
             match r.signal() {
                 Signal::Metrics => metrics.push(value),
                 Signal::Traces => traces.push(value),
+                Signal::Logs => logs.push(value),
             }
         }
-        serde_json::json!({ "metrics": metrics, "traces": traces })
+        serde_json::json!({ "metrics": metrics, "traces": traces, "logs": logs })
     }
 
     /// Stops listening and closes every open connection, like a collector that crashed;
@@ -778,6 +797,7 @@ async fn handle_http(
     let signal = match (req.method(), req.uri().path()) {
         (&Method::POST, "/v1/metrics") => Signal::Metrics,
         (&Method::POST, "/v1/traces") => Signal::Traces,
+        (&Method::POST, "/v1/logs") => Signal::Logs,
         (method, path) => {
             return Ok(plain(
                 StatusCode::NOT_FOUND,
@@ -894,10 +914,17 @@ fn success_body(signal: Signal, partial: Option<(i64, String)>) -> Vec<u8> {
             }),
         }
         .encode_to_vec(),
+        Signal::Logs => ExportLogsServiceResponse {
+            partial_success: partial.map(|(rejected, message)| ExportLogsPartialSuccess {
+                rejected_log_records: rejected,
+                error_message: message,
+            }),
+        }
+        .encode_to_vec(),
     }
 }
 
-/// The gRPC services, both answering from the shared script.
+/// The gRPC services, all answering from the shared script.
 struct GrpcOtlp(Arc<Shared>);
 
 impl GrpcOtlp {
@@ -966,6 +993,23 @@ impl TraceService for GrpcOtlp {
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: partial.map(|(rejected, message)| ExportTracePartialSuccess {
                 rejected_spans: rejected,
+                error_message: message,
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for GrpcOtlp {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let (metadata, _, message) = request.into_parts();
+        let partial = self.answer(Request::Logs(message), metadata).await?;
+        Ok(tonic::Response::new(ExportLogsServiceResponse {
+            partial_success: partial.map(|(rejected, message)| ExportLogsPartialSuccess {
+                rejected_log_records: rejected,
                 error_message: message,
             }),
         }))

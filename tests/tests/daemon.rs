@@ -24,6 +24,11 @@ fn span() -> Vec<u8> {
     otlp::traces_request("work", 1).encode_to_vec()
 }
 
+/// An encoded logs request with `records` records.
+fn log_records(records: usize) -> Vec<u8> {
+    otlp::logs_request("app", records).encode_to_vec()
+}
+
 fn scratch_file(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ue-daemon-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -134,6 +139,66 @@ fn what_was_written_before_the_stop_is_drained_batched_and_sent() {
     assert_eq!((sink.items_sent, sink.dropped_total()), (170, 0));
     let lines = std::fs::read_to_string(&path).unwrap();
     assert_eq!(lines.lines().count(), 2, "{lines}");
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn log_records_are_read_batched_and_sent_next_to_the_other_signals() {
+    let rt = tests::runtime();
+    let receiver = rt.block_on(Receiver::start()).unwrap();
+    let path = scratch_file("logs");
+    let source = MemorySource::new(10_000);
+    let run = config(
+        vec![
+            SinkConfig::File(path.clone()),
+            SinkConfig::Otlp(OtlpConfig {
+                endpoint: receiver.http_endpoint(),
+                ..OtlpConfig::default()
+            }),
+        ],
+        no_timed_batches(),
+        Duration::from_secs(3600),
+    );
+    let daemon = Daemon::start(&rt, &source, run);
+    for i in 0..30 {
+        assert!(source.write(i % 2, Signal::Logs, &log_records(4)));
+    }
+    assert!(source.write(0, Signal::Traces, &span()));
+    let (s, _) = daemon.stop(&rt);
+    assert_eq!(
+        (items(&s, Signal::Logs), items(&s, Signal::Traces)),
+        (120, 1)
+    );
+    assert_eq!(s.events[&Signal::Logs], 30);
+    assert_eq!(s.batches[&Signal::Logs], 1, "30 requests, one merged batch");
+    assert_eq!(s.batched_items[&Signal::Logs], 120);
+    assert!(s.to_string().contains("logs events 30"), "{s}");
+    for sink in &s.sinks {
+        assert_eq!(
+            (sink.items_sent, sink.dropped_total()),
+            (121, 0),
+            "{sink:?}"
+        );
+    }
+
+    let logs = receiver.accepted(Signal::Logs);
+    assert_eq!(logs.len(), 1);
+    let ue_decoder::Request::Logs(req) = &logs[0].request else {
+        panic!("a logs request")
+    };
+    let scope_logs = &req.resource_logs[0].scope_logs;
+    assert_eq!(scope_logs.len(), 1, "same resource and scope: merged");
+    assert_eq!(scope_logs[0].log_records.len(), 120);
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(r#"{"signal":"logs""#))
+        .expect("a logs line");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let records = &v["request"]["resourceLogs"][0]["scopeLogs"][0]["logRecords"];
+    assert_eq!(records.as_array().unwrap().len(), 120);
+    assert_eq!(records[1]["body"]["stringValue"], "app-1");
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
 

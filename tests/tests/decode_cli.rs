@@ -18,6 +18,7 @@ fn a_capture_is_forwarded_over_otlp_http_with_every_item() {
         match event.request.signal() {
             Signal::Metrics => points += event.request.items(),
             Signal::Traces => spans += event.request.items(),
+            Signal::Logs => unreachable!("this capture was recorded without otlp_logs"),
         }
     }
     assert!(points > 0 && spans > 0);
@@ -49,4 +50,35 @@ fn a_capture_is_forwarded_over_otlp_http_with_every_item() {
     assert!(received.iter().all(|r| r.header("x-tenant") == Some("t1")));
     // Batching merged the capture's events: one request per signal.
     assert_eq!(received.len(), 2, "{received:?}");
+}
+
+#[test]
+fn a_capture_of_log_records_is_forwarded_over_otlp_grpc() {
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/logs.perf.data");
+    let rt = tests::runtime();
+    let receiver = rt.block_on(Receiver::start()).unwrap();
+    let out = Command::new(tests::built("ue-decoder"))
+        .arg("decode")
+        .arg(&fixture)
+        .args([
+            "--endpoint",
+            &receiver.grpc_endpoint(),
+            "--protocol",
+            "grpc",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let received = receiver.accepted(Signal::Logs);
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(
+        receiver.accepted_items(Signal::Logs),
+        12,
+        "the example's 12 records"
+    );
+    assert_eq!(received[0].service_name().as_deref(), Some("example-logs"));
 }

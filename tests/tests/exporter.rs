@@ -1,26 +1,36 @@
-//! The exporters driven by the real OpenTelemetry SDK, writing into the capture seam: what
+//! The exporters (metrics, spans, logs) driven by the real OpenTelemetry SDK, writing into the capture seam: what
 //! the SDK hands over arrives in the events, whole and exactly once.
 
+use std::collections::HashMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::metrics::MeterProvider as _;
-use opentelemetry::trace::{Tracer, TracerProvider as _};
-use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry::trace::{TraceContextExt as _, Tracer, TracerProvider as _};
+use opentelemetry::{InstrumentationScope, Key, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkError;
+use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLoggerProvider};
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{
     Aggregation, Instrument, PeriodicReader, SdkMeterProvider, Stream, Temporality,
 };
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter as _};
-use otlp_user_events::{BuildError, EventCapture, MetricsExporter, Registration, SpanExporter};
+use otlp_user_events::{
+    BuildError, EventCapture, LogExporter, MetricsExporter, Registration, SpanExporter,
+};
 use tests::block_on;
 use tests::otlp::{
-    decode_events, metric_points, metric_points_of_events, span_names, spans, spans_of_events,
+    decode_events, metric_points, metric_points_of_events, records_of_events, span_names, spans,
+    spans_of_events,
 };
 use tests::sdk::{full_span, provider_with, record_everything, record_series};
 use tests::tee::{TeeMetrics, TeeSpans};
+use ue_proto::collector::logs::v1::ExportLogsServiceRequest;
 use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
+use ue_proto::common::v1::any_value;
 use ue_proto::metrics::v1::{metric::Data, number_data_point};
 use ue_wire::layout;
 
@@ -461,4 +471,248 @@ fn an_oversize_span_is_dropped_counted_and_named() {
     let s = stats.snapshot();
     assert_eq!((s.items_dropped_oversize, s.items_written), (1, 2));
     assert_eq!(spans_of_events(&capture.take()).len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Logs
+// ---------------------------------------------------------------------------------------
+
+fn capture_logs() -> (LogExporter, EventCapture) {
+    let capture = EventCapture::new();
+    let exporter = LogExporter::builder()
+        .with_capture(capture.clone())
+        .build()
+        .unwrap();
+    (exporter, capture)
+}
+
+fn string_value(v: &ue_proto::common::v1::AnyValue) -> &str {
+    match &v.value {
+        Some(any_value::Value::StringValue(s)) => s,
+        other => panic!("a string, not {other:?}"),
+    }
+}
+
+#[test]
+fn log_records_with_every_field_round_trip_through_the_sdk() {
+    for batch in [false, true] {
+        let (exporter, capture) = capture_logs();
+        let stats = exporter.stats();
+        let builder = SdkLoggerProvider::builder().with_resource(
+            Resource::builder()
+                .with_service_name("checkout")
+                .with_attribute(KeyValue::new("k8s.pod", "p-1"))
+                .build(),
+        );
+        let provider = if batch {
+            builder.with_batch_exporter(exporter)
+        } else {
+            builder.with_simple_exporter(exporter)
+        }
+        .build();
+        let logger = provider.logger_with_scope(
+            InstrumentationScope::builder("payments")
+                .with_version("3.1")
+                .with_attributes([KeyValue::new("scope.kind", "lib")])
+                .build(),
+        );
+        let tracer_provider = SdkTracerProvider::builder().build();
+        let tracer = tracer_provider.tracer("t");
+        let t0 = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        let mut span_ids = Vec::new();
+        for i in 0..300_i64 {
+            let mut r = logger.create_log_record();
+            r.set_event_name("payment.settled");
+            r.set_timestamp(t0 + Duration::from_nanos(i as u64));
+            r.set_severity_number(Severity::Warn2);
+            r.set_severity_text("WARN");
+            r.set_body(AnyValue::Map(Box::new(HashMap::from([
+                (Key::from("order"), AnyValue::Int(i)),
+                (
+                    Key::from("lines"),
+                    AnyValue::ListAny(Box::new(vec![
+                        AnyValue::from("book"),
+                        AnyValue::Double(9.5),
+                        AnyValue::Bytes(Box::new(vec![0, 1, 255])),
+                    ])),
+                ),
+            ]))));
+            r.add_attribute("user.id", format!("u-{i}"));
+            r.add_attribute("retry", AnyValue::Boolean(i % 2 == 0));
+            tracer.in_span("settle", |cx| {
+                span_ids.push(cx.span().span_context().span_id());
+                logger.emit(r);
+            });
+        }
+        provider.force_flush().unwrap();
+
+        let events = capture.take();
+        assert!(events.len() > 1, "300 records need several events");
+        let records = records_of_events(&events);
+        assert_eq!(records.len(), 300, "batch processor: {batch}");
+        assert_eq!(stats.snapshot().items_written, 300);
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(r.time_unix_nano, 1_700_000_000_123_456_789 + i as u64);
+            assert!(r.observed_time_unix_nano > 0, "the SDK sets it");
+            assert_eq!((r.severity_number, r.severity_text.as_str()), (14, "WARN"));
+            assert_eq!(r.event_name, "payment.settled");
+            assert_eq!(r.span_id, span_ids[i].to_bytes());
+            assert_eq!(r.trace_id.len(), 16);
+            assert_eq!(r.flags, 1, "sampled");
+            assert_eq!(r.attributes[0].key, "user.id");
+            assert_eq!(
+                string_value(r.attributes[0].value.as_ref().unwrap()),
+                format!("u-{i}")
+            );
+            assert_eq!(
+                r.attributes[1].value.as_ref().unwrap().value,
+                Some(any_value::Value::BoolValue(i % 2 == 0))
+            );
+            let Some(any_value::Value::KvlistValue(body)) = &r.body.as_ref().unwrap().value else {
+                panic!("a map body")
+            };
+            let field = |k: &str| {
+                body.values
+                    .iter()
+                    .find(|kv| kv.key == k)
+                    .and_then(|kv| kv.value.clone())
+                    .and_then(|v| v.value)
+                    .unwrap()
+            };
+            assert_eq!(field("order"), any_value::Value::IntValue(i as i64));
+            let any_value::Value::ArrayValue(lines) = field("lines") else {
+                panic!("a list")
+            };
+            let lines: Vec<_> = lines.values.into_iter().map(|v| v.value.unwrap()).collect();
+            assert_eq!(
+                lines,
+                [
+                    any_value::Value::StringValue("book".into()),
+                    any_value::Value::DoubleValue(9.5),
+                    any_value::Value::BytesValue(vec![0, 1, 255]),
+                ]
+            );
+        }
+        let reqs: Vec<ExportLogsServiceRequest> = decode_events(&events);
+        for req in &reqs {
+            let rl = &req.resource_logs[0];
+            let resource = &rl.resource.as_ref().unwrap().attributes;
+            assert!(resource.iter().any(|kv| kv.key == "k8s.pod"));
+            assert!(resource.iter().any(|kv| kv.key == "service.name"));
+            assert_eq!(rl.scope_logs.len(), 1);
+            let scope = rl.scope_logs[0].scope.as_ref().unwrap();
+            assert_eq!(
+                (scope.name.as_str(), scope.version.as_str()),
+                ("payments", "3.1")
+            );
+            assert_eq!(scope.attributes[0].key, "scope.kind");
+        }
+        provider.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn nothing_is_encoded_while_nobody_listens_and_the_sdk_is_told() {
+    let (exporter, capture) = capture_logs();
+    capture.set_listening(false);
+    let stats = exporter.stats();
+    let provider = SdkLoggerProvider::builder()
+        .with_simple_exporter(exporter)
+        .build();
+    let logger = provider.logger("quiet");
+    assert!(
+        !logger.event_enabled(Severity::Error, "app", None),
+        "the simple processor asks the exporter"
+    );
+    let mut r = logger.create_log_record();
+    r.set_body("dropped".into());
+    logger.emit(r);
+    assert!(capture.events().is_empty());
+    let s = stats.snapshot();
+    assert_eq!(s.exports_skipped_no_listener, 1);
+    assert_eq!((s.events_written, s.items_written), (0, 0));
+
+    capture.set_listening(true);
+    assert!(logger.event_enabled(Severity::Error, "app", None));
+    let mut r = logger.create_log_record();
+    r.set_body("kept".into());
+    logger.emit(r);
+    let records = records_of_events(&capture.take());
+    assert_eq!(records.len(), 1);
+    assert_eq!(string_value(records[0].body.as_ref().unwrap()), "kept");
+}
+
+#[test]
+fn an_oversize_log_record_is_dropped_counted_and_named() {
+    let (exporter, capture) = capture_logs();
+    let stats = exporter.stats();
+    let provider = SdkLoggerProvider::builder()
+        .with_batch_exporter(exporter)
+        .build();
+    let logger = provider.logger("bulk");
+    for (i, body) in ["a".to_owned(), "x".repeat(9000), "c".to_owned()]
+        .into_iter()
+        .enumerate()
+    {
+        let mut r = logger.create_log_record();
+        if i == 1 {
+            r.set_event_name("bulk.upload");
+        }
+        r.set_body(body.into());
+        logger.emit(r);
+    }
+    // The export's error names the record by its event name, as for spans and points.
+    let err = provider.force_flush().unwrap_err().to_string();
+    assert!(err.contains("bulk.upload") && err.contains("8168"), "{err}");
+    let s = stats.snapshot();
+    assert_eq!((s.items_dropped_oversize, s.items_written), (1, 2));
+    let bodies: Vec<_> = records_of_events(&capture.take())
+        .iter()
+        .map(|r| string_value(r.body.as_ref().unwrap()).to_owned())
+        .collect();
+    assert_eq!(bodies, ["a", "c"]);
+
+    // Without an event name, by the scope it is exported under.
+    let (exporter, _capture) = capture_logs();
+    let scope = InstrumentationScope::builder("s").build();
+    let mut big = SdkLoggerProvider::builder()
+        .build()
+        .logger("s")
+        .create_log_record();
+    big.set_body("y".repeat(9000).into());
+    let err = block_on(exporter.export(LogBatch::new(&[(&big, &scope)]))).unwrap_err();
+    assert!(
+        err.to_string().contains("\"s\"") && err.to_string().contains("8168"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_log_exporter_shares_the_builder_settings_and_shutdown() {
+    let logs = LogExporter::builder()
+        .with_capture(EventCapture::new())
+        .with_tracepoint_name("my_logs")
+        .with_max_buffer_size(4096)
+        .build()
+        .unwrap();
+    assert_eq!(logs.registration(), &Registration::Capture);
+    assert!(format!("{logs:?}").contains("my_logs"));
+    assert!(matches!(
+        LogExporter::builder()
+            .with_tracepoint_name("bad name")
+            .build(),
+        Err(BuildError::InvalidName(_))
+    ));
+    assert!(matches!(
+        LogExporter::builder()
+            .with_capture(EventCapture::new())
+            .with_max_buffer_size(65_361)
+            .build(),
+        Err(BuildError::BufferTooLarge { .. })
+    ));
+    logs.shutdown().unwrap();
+    assert!(matches!(
+        block_on(logs.export(LogBatch::new(&[]))),
+        Err(OTelSdkError::AlreadyShutdown)
+    ));
 }

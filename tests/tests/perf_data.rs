@@ -8,7 +8,8 @@
 //! `tests/fixtures/examples.z.perf.data` the same events captured at the same time by
 //! `perf record -z` (zstd-compressed records). `tests/fixtures/lossy.perf.data` (with
 //! `lossy.expected.txt`) was captured with a ring too small for the metrics events: its
-//! loss records must be counted.
+//! loss records must be counted. `tests/fixtures/logs.perf.data` (with `logs.expected.txt`)
+//! holds what `perf record -e user_events:otlp_logs` captured while `examples/logs 12` ran.
 //! The golden file `tests/fixtures/examples.json` is one [`otlp_json_line`] per decoded
 //! event. After a change of the fixture or of the JSON format, regenerate it with
 //!
@@ -30,6 +31,8 @@ const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/examples.pe
 const FIXTURE_Z: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/examples.z.perf.data");
 const LOSSY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/lossy.perf.data");
 const LOSSY_EXPECTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/lossy.expected.txt");
+const LOGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/logs.perf.data");
+const LOGS_EXPECTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/logs.expected.txt");
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/examples.json");
 const EXPECTED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -273,6 +276,7 @@ fn names_select_the_tracepoints() {
     let names = TracepointNames {
         metrics: "user_events:otlp_metrics".into(),
         traces: "not_there".into(),
+        logs: "not_there_either".into(),
     };
     let decoded = decode_perf_data(Path::new(FIXTURE), &names).unwrap();
     let all = decode_fixture();
@@ -298,6 +302,7 @@ fn names_select_the_tracepoints() {
     let names = TracepointNames {
         metrics: "my_metrics".into(),
         traces: "my_spans".into(),
+        logs: "my_logs".into(),
     };
     let err = decode_perf_data(Path::new(FIXTURE), &names).unwrap_err();
     let PerfDataError::NoOtlpTracepoints { events, .. } = &err else {
@@ -312,7 +317,10 @@ fn names_select_the_tracepoints() {
         ]
     );
     let msg = err.to_string();
-    assert!(msg.contains("no my_metrics or my_spans events"), "{msg}");
+    assert!(
+        msg.contains("no my_metrics, my_spans or my_logs events"),
+        "{msg}"
+    );
     assert!(msg.contains("user_events:otlp_traces"), "{msg}");
 }
 
@@ -438,4 +446,72 @@ fn corrupted_bytes_never_panic() {
     ] {
         assert!(outcomes.contains_key(outcome), "{outcomes:?}");
     }
+}
+
+#[test]
+fn a_capture_of_log_records_holds_every_record_the_example_wrote() {
+    use ue_decoder::Request;
+    use ue_proto::common::v1::any_value::Value;
+
+    let decoded = decode_perf_data(Path::new(LOGS), &TracepointNames::default()).unwrap();
+    let stats = &decoded.stats;
+    let logs = &expected_stats(LOGS_EXPECTED)["logs"];
+    assert_eq!(stats.lost_total(), 0, "the capture lost events: {stats:?}");
+    assert!(
+        stats.malformed.is_empty() && stats.skipped.is_empty(),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.events,
+        BTreeMap::from([("user_events:otlp_logs".to_owned(), logs["events_written"])])
+    );
+    assert_eq!(
+        stats.items,
+        BTreeMap::from([(Signal::Logs, logs["items_written"])])
+    );
+    assert_eq!(logs["items_written"], 12, "the example's argument");
+    let bytes: usize = decoded.events.iter().map(|e| e.request.encoded_len()).sum();
+    assert_eq!(
+        bytes as u64, logs["bytes_written"],
+        "every OTLP byte arrived"
+    );
+
+    // The records, in order, with what the example put in them.
+    let records: Vec<_> = decoded
+        .events
+        .iter()
+        .flat_map(|e| match &e.request {
+            Request::Logs(r) => r.resource_logs.clone(),
+            other => panic!("only logs in this capture, not {other:?}"),
+        })
+        .flat_map(|rl| rl.scope_logs)
+        .inspect(|sl| assert_eq!(sl.scope.as_ref().unwrap().name, "example.payments"))
+        .flat_map(|sl| sl.log_records)
+        .collect();
+    assert_eq!(records.len(), 12);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.event_name, "payment.settled");
+        let Some(Value::KvlistValue(body)) = r.body.as_ref().and_then(|b| b.value.clone()) else {
+            panic!("record {i}: a map body")
+        };
+        let field = |k: &str| {
+            body.values
+                .iter()
+                .find(|kv| kv.key == k)
+                .and_then(|kv| kv.value.clone()?.value)
+        };
+        assert_eq!(field("payment"), Some(Value::IntValue(i as i64)));
+        assert_eq!(
+            field("receipt"),
+            Some(Value::BytesValue((i as i64).to_be_bytes().to_vec()))
+        );
+        let error = i % 10 == 9;
+        assert_eq!(r.severity_text, if error { "ERROR" } else { "INFO" });
+        assert_eq!(r.span_id.len(), if error { 8 } else { 0 }, "record {i}");
+    }
+    let line = otlp_json_line(&decoded.events[0].request);
+    assert!(
+        line.starts_with(r#"{"signal":"logs","request":{"resourceLogs":"#),
+        "{line}"
+    );
 }

@@ -69,6 +69,11 @@ fn metrics(tag: &str, points: usize) -> Arc<Batch> {
     ))))
 }
 
+/// `records` log records whose bodies are `<tag>-<i>`.
+fn logs(tag: &str, records: usize) -> Arc<Batch> {
+    Arc::new(Batch::new(Request::Logs(otlp::logs_request(tag, records))))
+}
+
 /// Polls the set until `done` holds for sink `index`, or panics after [`PATIENCE`].
 async fn wait_for(
     set: &SinkSet,
@@ -384,7 +389,7 @@ async fn grpc_retries_only_what_the_spec_says() {
         .iter()
         .map(|r| match &r.request {
             Request::Traces(t) => t.resource_spans[0].scope_spans[0].spans[0].name.clone(),
-            Request::Metrics(_) => unreachable!(),
+            Request::Metrics(_) | Request::Logs(_) => unreachable!(),
         })
         .collect();
     assert_eq!(
@@ -510,7 +515,7 @@ async fn a_slow_sink_drops_on_a_full_queue_while_a_fast_one_gets_everything() {
         .iter()
         .map(|r| match &r.request {
             Request::Traces(t) => t.resource_spans[0].scope_spans[0].spans[0].name.clone(),
-            Request::Metrics(_) => unreachable!(),
+            Request::Metrics(_) | Request::Logs(_) => unreachable!(),
         })
         .collect();
     let want: Vec<_> = (0..20).map(|i| format!("b{i:02}-0")).collect();
@@ -719,4 +724,52 @@ async fn otlp_receiver_binary_prints_each_request_and_dumps_on_exit() {
     assert_eq!(span["name"], "bin-0");
     std::fs::remove_file(&dump).unwrap();
     drop(set);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_records_go_to_v1_logs_and_the_grpc_logs_service() {
+    let receiver = Receiver::start().await.unwrap();
+    receiver.script(
+        Signal::Logs,
+        [Respond::Ok, Respond::partial(1, "1 record too old")],
+    );
+    let set = start(
+        vec![
+            SinkConfig::Otlp(OtlpConfig {
+                gzip: true,
+                ..http(receiver.http_endpoint())
+            }),
+            SinkConfig::Otlp(grpc(receiver.grpc_endpoint())),
+        ],
+        1 << 20,
+    );
+    let batch = logs("logs", 4);
+    set.submit(Arc::clone(&batch));
+    for i in 0..2 {
+        let s = wait_for(&set, i, |s| s.batches_sent == 1).await;
+        assert_eq!(s.items_sent + s.rejected_items, 4);
+        assert_eq!((s.retries, s.dropped_total()), (0, 0));
+    }
+    let snapshots = set.snapshot();
+    assert_eq!(
+        snapshots.iter().map(|s| s.rejected_items).sum::<u64>(),
+        1,
+        "the partial success of one of them is counted"
+    );
+
+    let received = receiver.received_of(Signal::Logs);
+    assert_eq!(received.len(), 2);
+    let mut protocols: Vec<_> = received.iter().map(|r| r.protocol).collect();
+    protocols.sort_by_key(|p| *p == Protocol::Grpc);
+    assert_eq!(protocols, [Protocol::Http, Protocol::Grpc]);
+    for r in &received {
+        assert_eq!(r.request, batch.request, "decodes to exactly what was sent");
+        assert_eq!(r.service_name().as_deref(), Some("sinks-test"));
+    }
+    assert_eq!(receiver.accepted_items(Signal::Logs), 8);
+    let dump = receiver.dump_json();
+    assert_eq!(dump["logs"].as_array().unwrap().len(), 2);
+    let record = &dump["logs"][0]["resourceLogs"][0]["scopeLogs"][0]["logRecords"][3];
+    assert_eq!(record["body"]["stringValue"], "logs-3");
+    assert_eq!(record["severityText"], "INFO");
 }

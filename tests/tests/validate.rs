@@ -5,11 +5,13 @@
 use proptest::prelude::*;
 use prost::Message;
 use ue_decoder::{Request, Signal, validate_request};
+use ue_proto::collector::logs::v1::ExportLogsServiceRequest;
 use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
 use ue_proto::common::v1::{
     AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList, any_value::Value,
 };
+use ue_proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use ue_proto::metrics::v1::{
     self as m, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
     HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary,
@@ -231,6 +233,37 @@ fn traces_request() -> ExportTraceServiceRequest {
     }
 }
 
+/// A logs request of 2 records with every field, a map body among them.
+fn logs_request() -> ExportLogsServiceRequest {
+    let record = |body: Value| LogRecord {
+        time_unix_nano: 1,
+        observed_time_unix_nano: 2,
+        severity_number: 9,
+        severity_text: "INFO".into(),
+        body: Some(AnyValue { value: Some(body) }),
+        attributes: attrs(),
+        dropped_attributes_count: 1,
+        flags: 1,
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        event_name: "login".into(),
+    };
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: resource(),
+            scope_logs: vec![ScopeLogs {
+                scope: scope(),
+                log_records: vec![
+                    record(Value::StringValue("hello".into())),
+                    record(Value::KvlistValue(KeyValueList { values: attrs() })),
+                ],
+                schema_url: String::new(),
+            }],
+            schema_url: "https://example.test/r".into(),
+        }],
+    }
+}
+
 /// What prost says about `bytes`: the item count, or that they do not decode.
 fn decoded(signal: Signal, bytes: &[u8]) -> Option<u64> {
     Request::decode(signal, bytes).ok().map(|r| r.items())
@@ -246,12 +279,13 @@ fn seeds() -> Vec<(Signal, Vec<u8>)> {
         (Signal::Traces, traces),
         (Signal::Metrics, both),
         (Signal::Metrics, Vec::new()),
+        (Signal::Logs, logs_request().encode_to_vec()),
     ]
 }
 
 #[test]
 fn valid_requests_validate_with_their_item_counts() {
-    let expected = [6, 3, 12, 0];
+    let expected = [6, 3, 12, 0, 2];
     for ((signal, bytes), want) in seeds().into_iter().zip(expected) {
         assert_eq!(decoded(signal, &bytes), Some(want));
         assert_eq!(validate_request(signal, &bytes), Ok(want));
@@ -355,7 +389,7 @@ proptest! {
 
     #[test]
     fn mutated_requests_validate_exactly_as_they_decode(
-        seed in 0usize..4,
+        seed in 0usize..5,
         mutations in prop::collection::vec(mutation(), 1..4),
     ) {
         let (signal, mut bytes) = seeds().swap_remove(seed);

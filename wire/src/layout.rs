@@ -13,7 +13,8 @@
 //!      4     8  version    "v0.19.00", not NUL-terminated
 //!     12     4  buffer     __rel_loc: low 16 bits = offset of the data counted from the
 //!                          end of this field, high 16 bits = length of the data
-//!     16   len  (data)     one complete ExportMetricsServiceRequest / ExportTraceServiceRequest
+//!     16   len  (data)     one complete ExportMetricsServiceRequest / ExportTraceServiceRequest /
+//!                          ExportLogsServiceRequest
 //! ```
 //!
 //! Offsets are relative to the start of the event's own fields; a perf or ftrace record puts
@@ -25,8 +26,10 @@ use std::fmt;
 pub const METRICS_TRACEPOINT: &str = "otlp_metrics";
 /// Default tracepoint name for spans.
 pub const TRACES_TRACEPOINT: &str = "otlp_traces";
+/// Default tracepoint name for log records.
+pub const LOGS_TRACEPOINT: &str = "otlp_logs";
 
-/// The user_events field list shared by both tracepoints (everything after the name).
+/// The user_events field list shared by every tracepoint (everything after the name).
 pub const FIELDS: &str = "u32 protocol;char[8] version;__rel_loc u8[] buffer";
 
 /// Value of the `protocol` field for OTLP protobuf.

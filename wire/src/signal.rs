@@ -11,17 +11,20 @@ pub enum Signal {
     Metrics,
     /// Spans (`ExportTraceServiceRequest`), from the `otlp_traces` tracepoint.
     Traces,
+    /// Log records (`ExportLogsServiceRequest`), from the `otlp_logs` tracepoint.
+    Logs,
 }
 
 impl Signal {
-    /// Both signals.
-    pub const ALL: [Signal; 2] = [Signal::Metrics, Signal::Traces];
+    /// Every signal.
+    pub const ALL: [Signal; 3] = [Signal::Metrics, Signal::Traces, Signal::Logs];
 
-    /// Lower-case name, as in `--signals metrics,traces`.
+    /// Lower-case name, as in `--signals metrics,traces,logs`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Metrics => "metrics",
             Self::Traces => "traces",
+            Self::Logs => "logs",
         }
     }
 
@@ -30,6 +33,7 @@ impl Signal {
         match self {
             Self::Metrics => layout::METRICS_TRACEPOINT,
             Self::Traces => layout::TRACES_TRACEPOINT,
+            Self::Logs => layout::LOGS_TRACEPOINT,
         }
     }
 }
@@ -50,6 +54,8 @@ pub struct TracepointNames {
     pub metrics: String,
     /// The traces tracepoint, `otlp_traces` by default.
     pub traces: String,
+    /// The logs tracepoint, `otlp_logs` by default.
+    pub logs: String,
 }
 
 /// The tracefs system, and perf event name prefix, of user_events tracepoints.
@@ -60,6 +66,7 @@ impl Default for TracepointNames {
         Self {
             metrics: layout::METRICS_TRACEPOINT.to_owned(),
             traces: layout::TRACES_TRACEPOINT.to_owned(),
+            logs: layout::LOGS_TRACEPOINT.to_owned(),
         }
     }
 }
@@ -70,6 +77,7 @@ impl TracepointNames {
         match signal {
             Signal::Metrics => &self.metrics,
             Signal::Traces => &self.traces,
+            Signal::Logs => &self.logs,
         }
     }
 
@@ -101,9 +109,11 @@ mod tests {
         assert_eq!(names.signal_of("otlp_traces"), Some(Signal::Traces));
         assert_eq!(names.signal_of("user_events:otlp_tracesx"), None);
         assert_eq!(names.signal_of("sched:otlp_traces"), None);
+        assert_eq!(names.signal_of("user_events:otlp_logs"), Some(Signal::Logs));
         let custom = TracepointNames {
             metrics: "my_metrics".into(),
             traces: "user_events:my_spans".into(),
+            logs: "my_logs".into(),
         };
         assert_eq!(
             custom.signal_of("user_events:my_metrics"),
@@ -113,6 +123,7 @@ mod tests {
             custom.signal_of("user_events:my_spans"),
             Some(Signal::Traces)
         );
+        assert_eq!(custom.signal_of("my_logs"), Some(Signal::Logs));
         assert_eq!(custom.signal_of("user_events:otlp_metrics"), None);
         assert_eq!(custom.get(Signal::Metrics), "my_metrics");
     }

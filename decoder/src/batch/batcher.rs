@@ -10,17 +10,18 @@ use std::mem;
 use std::time::{Duration, Instant};
 
 use prost::Message;
+use ue_proto::collector::logs::v1::ExportLogsServiceRequest;
 use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
 
-use crate::decode::{Request, Signal, metrics_items, traces_items};
+use crate::decode::{Request, Signal, logs_items, metrics_items, traces_items};
 
 /// A batch ready for the sinks: one merged request, its item count and encoded size.
 #[derive(Clone, Debug)]
 pub struct Batch {
     /// The merged request.
     pub request: Request,
-    /// Data points or spans in it.
+    /// Data points, spans or log records in it.
     pub items: u64,
     /// Its protobuf encoding's length, what queues are bounded by.
     pub bytes: usize,
@@ -47,7 +48,7 @@ impl Batch {
 /// When a batch is sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchConfig {
-    /// Send once this many data points or spans are pending (the Collector's
+    /// Send once this many data points, spans or log records are pending (the Collector's
     /// `send_batch_size`, 8,192).
     pub max_items: u64,
     /// Send once the pending requests' encoded size reaches this many bytes (default 4 MiB,
@@ -68,12 +69,13 @@ impl Default for BatchConfig {
     }
 }
 
-/// Pending batches of both signals.
+/// Pending batches of every signal.
 #[derive(Debug)]
 pub(crate) struct Batcher {
     config: BatchConfig,
     metrics: Pending<MetricsMerge>,
     traces: Pending<TracesMerge>,
+    logs: Pending<LogsMerge>,
 }
 
 impl Batcher {
@@ -83,6 +85,7 @@ impl Batcher {
             config,
             metrics: Pending::default(),
             traces: Pending::default(),
+            logs: Pending::default(),
         }
     }
 
@@ -93,6 +96,7 @@ impl Batcher {
         match request {
             Request::Metrics(r) => self.metrics.push(r, now, &c),
             Request::Traces(r) => self.traces.push(r, now, &c),
+            Request::Logs(r) => self.logs.push(r, now, &c),
         }
     }
 
@@ -102,13 +106,14 @@ impl Batcher {
         let mut out = Vec::new();
         out.extend(self.metrics.due(now, delay));
         out.extend(self.traces.due(now, delay));
+        out.extend(self.logs.due(now, delay));
         out
     }
 
     /// When the next batch falls due, if any is pending.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let d = self.config.max_delay;
-        [self.metrics.since, self.traces.since]
+        [self.metrics.since, self.traces.since, self.logs.since]
             .into_iter()
             .flatten()
             .map(|t| t + d)
@@ -117,7 +122,7 @@ impl Batcher {
 
     /// Everything pending, now.
     pub(crate) fn flush(&mut self) -> Vec<Batch> {
-        [self.metrics.take(), self.traces.take()]
+        [self.metrics.take(), self.traces.take(), self.logs.take()]
             .into_iter()
             .flatten()
             .collect()
@@ -129,6 +134,7 @@ impl Batcher {
         match signal {
             Signal::Metrics => self.metrics.items,
             Signal::Traces => self.traces.items,
+            Signal::Logs => self.logs.items,
         }
     }
 }
@@ -294,10 +300,51 @@ impl Merge for TracesMerge {
     }
 }
 
+#[derive(Debug, Default)]
+struct LogsMerge {
+    out: ExportLogsServiceRequest,
+    resources: HashMap<Vec<u8>, usize>,
+    scopes: HashMap<(usize, Vec<u8>), usize>,
+}
+
+impl Merge for LogsMerge {
+    type Req = ExportLogsServiceRequest;
+
+    fn add(&mut self, req: ExportLogsServiceRequest) {
+        for mut rl in req.resource_logs {
+            let scopes = mem::take(&mut rl.scope_logs);
+            let ri = *self.resources.entry(key(&rl)).or_insert_with(|| {
+                self.out.resource_logs.push(rl);
+                self.out.resource_logs.len() - 1
+            });
+            for mut sl in scopes {
+                let records = mem::take(&mut sl.log_records);
+                let list = &mut self.out.resource_logs[ri].scope_logs;
+                let si = *self.scopes.entry((ri, key(&sl))).or_insert_with(|| {
+                    list.push(sl);
+                    list.len() - 1
+                });
+                list[si].log_records.extend(records);
+            }
+        }
+    }
+
+    fn take(&mut self) -> Request {
+        let out = mem::take(&mut self.out);
+        *self = Self::default();
+        Request::Logs(out)
+    }
+
+    fn items(req: &ExportLogsServiceRequest) -> u64 {
+        logs_items(req)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ue_proto::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+    use ue_proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use ue_proto::metrics::v1::{
         Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric::Data,
         number_data_point,
@@ -363,6 +410,28 @@ mod tests {
                         .iter()
                         .map(|n| Span {
                             name: (*n).into(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    fn logs(service: &str, scope_name: &str, bodies: &[&str]) -> Request {
+        Request::Logs(ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: resource(service),
+                scope_logs: vec![ScopeLogs {
+                    scope: scope(scope_name),
+                    log_records: bodies
+                        .iter()
+                        .map(|b| LogRecord {
+                            body: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue((*b).into())),
+                            }),
                             ..Default::default()
                         })
                         .collect(),
@@ -475,6 +544,45 @@ mod tests {
     }
 
     #[test]
+    fn log_records_merge_by_resource_and_scope_keeping_order() {
+        let mut b = Batcher::new(long_delay());
+        let t = Instant::now();
+        b.push(logs("a", "http", &["1", "2"]), t);
+        b.push(logs("b", "http", &["3"]), t);
+        b.push(logs("a", "db", &["4"]), t);
+        b.push(logs("a", "http", &["5"]), t);
+        assert_eq!(b.pending_items(Signal::Logs), 5);
+        let batch = b.flush().pop().unwrap();
+        let Request::Logs(r) = &batch.request else {
+            panic!("logs batch")
+        };
+        let bodies: Vec<Vec<Vec<String>>> = r
+            .resource_logs
+            .iter()
+            .map(|rl| {
+                rl.scope_logs
+                    .iter()
+                    .map(|sl| {
+                        sl.log_records
+                            .iter()
+                            .map(|lr| match &lr.body.as_ref().unwrap().value {
+                                Some(any_value::Value::StringValue(s)) => s.clone(),
+                                _ => unreachable!(),
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            bodies,
+            vec![vec![vec!["1", "2", "5"], vec!["4"]], vec![vec!["3"]]]
+        );
+        assert_eq!(batch.items, 5);
+        assert_eq!(batch.bytes, batch.request.encoded_len());
+    }
+
+    #[test]
     fn a_batch_is_sent_at_max_items_without_exceeding_it() {
         let mut b = Batcher::new(BatchConfig {
             max_items: 10,
@@ -536,5 +644,9 @@ mod tests {
             b.poll(t0 + Duration::from_millis(250))[0].signal(),
             Signal::Traces
         );
+        b.push(logs("a", "s", &["y"]), t0 + Duration::from_millis(300));
+        assert_eq!(b.next_deadline(), Some(t0 + Duration::from_millis(500)));
+        let due = b.poll(t0 + Duration::from_millis(500));
+        assert_eq!((due[0].signal(), due[0].items), (Signal::Logs, 1));
     }
 }

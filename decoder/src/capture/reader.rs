@@ -1,7 +1,7 @@
 //! Decoding the OTLP events of a `perf record` capture (a perf.data file).
 //!
-//! `perf record -e user_events:otlp_metrics -e user_events:otlp_traces -a` captures what
-//! the exporters write; Debian's perf cannot print these events' fields, so this module
+//! `perf record -e user_events:otlp_metrics -e user_events:otlp_traces -e user_events:otlp_logs
+//! -a` captures what the exporters write; Debian's perf cannot print these events' fields, so this module
 //! reads the file with the `linux-perf-data` crate, maps every sample to its event
 //! through the file's event descriptions (`EVENT_DESC`: attr, name and ids), and decodes
 //! the raw data of the selected tracepoints the way the live reader does
@@ -57,7 +57,8 @@ pub struct PerfDataStats {
     pub events: BTreeMap<String, u64>,
     /// Requests decoded, by signal.
     pub requests: BTreeMap<Signal, u64>,
-    /// Data points (metrics) or spans (traces) in the decoded requests, by signal.
+    /// Data points (metrics), spans (traces) or log records (logs) in the decoded requests,
+    /// by signal.
     pub items: BTreeMap<Signal, u64>,
     /// Samples of the selected tracepoints that did not decode, by reason: the live
     /// reader's [`Malformed::reason`](crate::Malformed::reason) labels (layout errors,
@@ -203,12 +204,12 @@ pub enum PerfDataError {
     },
     /// The file has none of the selected tracepoints.
     #[error(
-        "{}: no {} or {} events; the file has: {}. Record them with \
-         `perf record -e user_events:{} -e user_events:{} -a`, or name the tracepoints \
-         that carry OTLP",
-        path.display(), names.metrics, names.traces,
+        "{}: no {}, {} or {} events; the file has: {}. Record them with \
+         `perf record -e user_events:{} -e user_events:{} -e user_events:{} -a`, or name \
+         the tracepoints that carry OTLP",
+        path.display(), names.metrics, names.traces, names.logs,
         if events.is_empty() { "no named events".to_owned() } else { events.join(", ") },
-        names.metrics, names.traces
+        names.metrics, names.traces, names.logs
     )]
     NoOtlpTracepoints {
         /// The file.

@@ -181,6 +181,8 @@ fn log_snapshot(s: &Snapshot) {
         metrics_items = get(&s.items, Signal::Metrics),
         traces_events = get(&s.events, Signal::Traces),
         traces_items = get(&s.items, Signal::Traces),
+        logs_events = get(&s.events, Signal::Logs),
+        logs_items = get(&s.items, Signal::Logs),
         malformed = s.malformed.values().sum::<u64>(),
         kernel_lost = s.kernel_lost_total(),
         sent_items = s.sinks.iter().map(|k| k.items_sent).sum::<u64>(),

@@ -18,14 +18,17 @@ use ue_proto::resource::v1::Resource;
 use crate::decode::Signal;
 use crate::sink::SinkSnapshot;
 
+/// One counter per signal, indexed by [`idx`].
+type PerSignal = [AtomicU64; Signal::ALL.len()];
+
 /// Counters shared by the reader thread and the batching task.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
-    events: [AtomicU64; 2],
-    bytes: [AtomicU64; 2],
-    items: [AtomicU64; 2],
-    batches: [AtomicU64; 2],
-    batched_items: [AtomicU64; 2],
+    events: PerSignal,
+    bytes: PerSignal,
+    items: PerSignal,
+    batches: PerSignal,
+    batched_items: PerSignal,
     // Rare and keyed by label or CPU: maps behind a mutex.
     malformed: Mutex<BTreeMap<&'static str, u64>>,
     reader: Mutex<ReaderCounts>,
@@ -38,6 +41,7 @@ fn idx(s: Signal) -> usize {
     match s {
         Signal::Metrics => 0,
         Signal::Traces => 1,
+        Signal::Logs => 2,
     }
 }
 
@@ -81,7 +85,7 @@ impl Stats {
 
     /// Reads every counter.
     pub(crate) fn snapshot(&self, sinks: Vec<SinkSnapshot>) -> Snapshot {
-        let per = |a: &[AtomicU64; 2]| {
+        let per = |a: &PerSignal| {
             Signal::ALL
                 .map(|s| (s, a[idx(s)].load(Ordering::Relaxed)))
                 .into_iter()
@@ -121,7 +125,7 @@ pub struct Snapshot {
     pub events: BTreeMap<Signal, u64>,
     /// OTLP bytes in those events.
     pub bytes: BTreeMap<Signal, u64>,
-    /// Data points and spans in those events.
+    /// Data points, spans and log records in those events.
     pub items: BTreeMap<Signal, u64>,
     /// Batches handed to the sinks.
     pub batches: BTreeMap<Signal, u64>,
@@ -191,7 +195,7 @@ impl Snapshot {
             sum(
                 "ue_decoder.items",
                 "{item}",
-                "Data points and spans decoded",
+                "Data points, spans and log records decoded",
                 by_signal(&self.items),
             ),
             sum(
@@ -308,13 +312,21 @@ mod tests {
         let stats = Stats::default();
         stats.decoded(Signal::Metrics, 100, 7);
         stats.decoded(Signal::Traces, 50, 2);
+        stats.decoded(Signal::Logs, 30, 4);
         stats.malformed("bad_rel_loc");
         stats.batched(Signal::Metrics, 7);
+        stats.batched(Signal::Logs, 4);
         let corrupt = BTreeMap::from([("zero_size", 1)]);
         stats.set_reader_counts([(0, 3), (1, 0)], &corrupt);
         let s = stats.snapshot(vec![]);
         assert_eq!(s.items[&Signal::Metrics], 7);
         assert_eq!(s.bytes[&Signal::Traces], 50);
+        assert_eq!(s.items[&Signal::Logs], 4);
+        assert_eq!(s.batched_items[&Signal::Logs], 4);
+        assert!(
+            s.to_string().contains("logs events 1 (30 bytes), items 4"),
+            "{s}"
+        );
         assert_eq!(s.malformed["bad_rel_loc"], 1);
         assert_eq!(s.kernel_lost_total(), 3);
         assert_eq!(s.corrupt_records, corrupt);
@@ -328,5 +340,10 @@ mod tests {
             names.contains(&"ue_decoder.kernel_lost") && names.contains(&"ue_decoder.malformed"),
             "{names:?}"
         );
+        let items = &otlp.resource_metrics[0].scope_metrics[0].metrics[1];
+        let Some(Data::Sum(items)) = &items.data else {
+            panic!("ue_decoder.items is a sum")
+        };
+        assert_eq!(items.data_points.len(), 3, "one point per signal");
     }
 }

@@ -6,10 +6,10 @@
 use crate::decode::Request;
 
 /// Formats one request as a single line of JSON (no trailing newline):
-/// `{"signal":"metrics","request":{...}}` or `{"signal":"traces","request":{...}}`.
+/// `{"signal":"metrics","request":{...}}`, `{"signal":"traces",...}` or `{"signal":"logs",...}`.
 ///
-/// `request` is the OTLP/JSON encoding of the `ExportMetricsServiceRequest` or
-/// `ExportTraceServiceRequest`, as `opentelemetry-proto` maps it (the OTLP specification's
+/// `request` is the OTLP/JSON encoding of the `ExportMetricsServiceRequest`,
+/// `ExportTraceServiceRequest` or `ExportLogsServiceRequest`, as `opentelemetry-proto` maps it (the OTLP specification's
 /// JSON mapping: lowerCamelCase field names, trace and span ids as hex, 64-bit integers
 /// as strings, enums as numbers; most fields are written even at their default value,
 /// which receivers accept), so it can be sent as is to an OTLP/HTTP JSON endpoint of the
@@ -20,6 +20,7 @@ pub fn otlp_json_line(request: &Request) -> String {
     let body = match request {
         Request::Metrics(r) => serde_json::to_string(r),
         Request::Traces(r) => serde_json::to_string(r),
+        Request::Logs(r) => serde_json::to_string(r),
     }
     .expect("OTLP messages serialize to JSON without error");
     format!(
@@ -31,6 +32,7 @@ pub fn otlp_json_line(request: &Request) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ue_proto::collector::logs::v1::ExportLogsServiceRequest;
     use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
     use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
     use ue_proto::common::v1::{AnyValue, KeyValue, any_value};
@@ -45,6 +47,10 @@ mod tests {
         assert_eq!(
             otlp_json_line(&Request::Traces(ExportTraceServiceRequest::default())),
             r#"{"signal":"traces","request":{"resourceSpans":[]}}"#
+        );
+        assert_eq!(
+            otlp_json_line(&Request::Logs(ExportLogsServiceRequest::default())),
+            r#"{"signal":"logs","request":{"resourceLogs":[]}}"#
         );
     }
 
@@ -81,5 +87,41 @@ mod tests {
         assert_eq!(span["spanId"], "0102030405060708");
         assert_eq!(span["startTimeUnixNano"], "1700000000000000001");
         assert_eq!(span["attributes"][0]["value"]["intValue"], "-5");
+    }
+
+    #[test]
+    fn log_records_follow_the_otlp_json_mapping() {
+        use ue_proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        let record = LogRecord {
+            time_unix_nano: 1_700_000_000_000_000_002,
+            severity_number: 9,
+            severity_text: "INFO".into(),
+            body: Some(AnyValue {
+                value: Some(any_value::Value::BytesValue(vec![1, 2, 255])),
+            }),
+            trace_id: vec![0xcd; 16],
+            span_id: vec![0x11; 8],
+            event_name: "login".into(),
+            ..Default::default()
+        };
+        let request = Request::Logs(ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![record],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        });
+        let v: serde_json::Value = serde_json::from_str(&otlp_json_line(&request)).unwrap();
+        assert_eq!(v["signal"], "logs");
+        let record = &v["request"]["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0];
+        assert_eq!(record["timeUnixNano"], "1700000000000000002");
+        assert_eq!(record["severityNumber"], 9);
+        assert_eq!(record["severityText"], "INFO");
+        assert_eq!(record["body"]["bytesValue"], "AQL/");
+        assert_eq!(record["traceId"], "cd".repeat(16));
+        assert_eq!(record["spanId"], "11".repeat(8));
+        assert_eq!(record["eventName"], "login");
     }
 }

@@ -13,5 +13,5 @@ mod validate;
 pub use event::{Malformed, decode_event};
 pub use json::otlp_json_line;
 pub use request::{Request, Signal, TracepointNames};
-pub(crate) use request::{metrics_items, traces_items};
+pub(crate) use request::{logs_items, metrics_items, traces_items};
 pub use validate::{Invalid, validate_request};

@@ -1,18 +1,21 @@
-//! One decoded OTLP export request, of either signal.
+//! One decoded OTLP export request, of any signal.
 
 use prost::Message;
+use ue_proto::collector::logs::v1::ExportLogsServiceRequest;
 use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
 
 pub use ue_wire::{Signal, TracepointNames};
 
-/// One OTLP export request of either signal.
+/// One OTLP export request of any signal.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
     /// A metrics request.
     Metrics(ExportMetricsServiceRequest),
     /// A traces request.
     Traces(ExportTraceServiceRequest),
+    /// A logs request.
+    Logs(ExportLogsServiceRequest),
 }
 
 impl Request {
@@ -21,6 +24,7 @@ impl Request {
         match self {
             Self::Metrics(_) => Signal::Metrics,
             Self::Traces(_) => Signal::Traces,
+            Self::Logs(_) => Signal::Logs,
         }
     }
 
@@ -29,6 +33,7 @@ impl Request {
         Ok(match signal {
             Signal::Metrics => Self::Metrics(ExportMetricsServiceRequest::decode(bytes)?),
             Signal::Traces => Self::Traces(ExportTraceServiceRequest::decode(bytes)?),
+            Signal::Logs => Self::Logs(ExportLogsServiceRequest::decode(bytes)?),
         })
     }
 
@@ -37,6 +42,7 @@ impl Request {
         match self {
             Self::Metrics(r) => r.encode_to_vec(),
             Self::Traces(r) => r.encode_to_vec(),
+            Self::Logs(r) => r.encode_to_vec(),
         }
     }
 
@@ -45,14 +51,16 @@ impl Request {
         match self {
             Self::Metrics(r) => r.encoded_len(),
             Self::Traces(r) => r.encoded_len(),
+            Self::Logs(r) => r.encoded_len(),
         }
     }
 
-    /// Data points (metrics) or spans (traces) in the request.
+    /// Data points (metrics), spans (traces) or log records (logs) in the request.
     pub fn items(&self) -> u64 {
         match self {
             Self::Metrics(r) => metrics_items(r),
             Self::Traces(r) => traces_items(r),
+            Self::Logs(r) => logs_items(r),
         }
     }
 }
@@ -73,5 +81,14 @@ pub(crate) fn traces_items(r: &ExportTraceServiceRequest) -> u64 {
         .iter()
         .flat_map(|rs| &rs.scope_spans)
         .map(|ss| ss.spans.len() as u64)
+        .sum()
+}
+
+/// Log records in a logs request.
+pub(crate) fn logs_items(r: &ExportLogsServiceRequest) -> u64 {
+    r.resource_logs
+        .iter()
+        .flat_map(|rl| &rl.scope_logs)
+        .map(|sl| sl.log_records.len() as u64)
         .sum()
 }

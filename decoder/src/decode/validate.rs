@@ -261,6 +261,33 @@ static STATUS: Schema = Schema {
     fields: &[(2, Str), (3, Varint)],
 };
 
+// opentelemetry/proto/logs/v1.
+/// `ExportLogsServiceRequest`.
+static LOGS_REQUEST: Schema = Schema {
+    fields: &[(1, Message(&RESOURCE_LOGS))],
+};
+static RESOURCE_LOGS: Schema = Schema {
+    fields: &[(1, Message(&RESOURCE)), (2, Message(&SCOPE_LOGS)), (3, Str)],
+};
+static SCOPE_LOGS: Schema = Schema {
+    fields: &[(1, Message(&SCOPE)), (2, Item(&LOG_RECORD)), (3, Str)],
+};
+static LOG_RECORD: Schema = Schema {
+    fields: &[
+        (1, Fixed64),
+        (2, Varint),
+        (3, Str),
+        (5, Message(&ANY_VALUE)),
+        (6, Message(&KEY_VALUE)),
+        (7, Varint),
+        (8, Fixed32),
+        (9, Bytes),
+        (10, Bytes),
+        (11, Fixed64),
+        (12, Str),
+    ],
+};
+
 /// Why bytes are not a well-formed request (prost's reason for the same bytes may be
 /// worded differently; whether there is one is the same).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -268,11 +295,12 @@ static STATUS: Schema = Schema {
 pub struct Invalid(&'static str);
 
 /// Checks that `bytes` are a well-formed export request of `signal`, exactly as decoding
-/// them would; returns how many items (data points, spans) it holds.
+/// them would; returns how many items (data points, spans, log records) it holds.
 pub fn validate_request(signal: Signal, bytes: &[u8]) -> Result<u64, Invalid> {
     let schema = match signal {
         Signal::Metrics => &METRICS_REQUEST,
         Signal::Traces => &TRACES_REQUEST,
+        Signal::Logs => &LOGS_REQUEST,
     };
     validate(schema, bytes)
 }

@@ -42,9 +42,9 @@ pub struct OtlpConfig {
     /// OTLP/HTTP or OTLP/gRPC.
     pub protocol: Protocol,
     /// The collector's URL, e.g. `http://127.0.0.1:4318` (`https://` for TLS with the
-    /// system's CA roots). OTLP/HTTP appends `/v1/metrics` and `/v1/traces` to its path;
-    /// a URL already ending in either signal's path is taken as that signal's URL, the
-    /// other's being its sibling. OTLP/gRPC assumes `http://` when there is no scheme.
+    /// system's CA roots). OTLP/HTTP appends `/v1/metrics`, `/v1/traces` and `/v1/logs` to
+    /// its path; a URL already ending in one signal's path is taken as that signal's URL,
+    /// the others' being its siblings. OTLP/gRPC assumes `http://` when there is no scheme.
     pub endpoint: String,
     /// Extra request headers (HTTP) or metadata (gRPC, names lower-cased), e.g.
     /// authentication.

@@ -7,6 +7,7 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
+use ue_proto::collector::logs::v1::logs_service_client::LogsServiceClient;
 use ue_proto::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use ue_proto::collector::trace::v1::trace_service_client::TraceServiceClient;
 
@@ -65,11 +66,12 @@ fn metadata_map(headers: &[(String, String)]) -> Result<MetadataMap, SinkError> 
     Ok(map)
 }
 
-/// An OTLP/gRPC client for both signals over one lazily connected channel.
+/// An OTLP/gRPC client for every signal over one lazily connected channel.
 #[derive(Debug)]
 pub(crate) struct GrpcSink {
     metrics: MetricsServiceClient<Channel>,
     traces: TraceServiceClient<Channel>,
+    logs: LogsServiceClient<Channel>,
     metadata: MetadataMap,
     timeout: Duration,
 }
@@ -99,14 +101,17 @@ impl GrpcSink {
         let mut metrics =
             MetricsServiceClient::new(channel.clone()).accept_compressed(CompressionEncoding::Gzip);
         let mut traces =
-            TraceServiceClient::new(channel).accept_compressed(CompressionEncoding::Gzip);
+            TraceServiceClient::new(channel.clone()).accept_compressed(CompressionEncoding::Gzip);
+        let mut logs = LogsServiceClient::new(channel).accept_compressed(CompressionEncoding::Gzip);
         if config.gzip {
             metrics = metrics.send_compressed(CompressionEncoding::Gzip);
             traces = traces.send_compressed(CompressionEncoding::Gzip);
+            logs = logs.send_compressed(CompressionEncoding::Gzip);
         }
         Ok(Self {
             metrics,
             traces,
+            logs,
             metadata: metadata_map(&config.headers)?,
             timeout: config.timeout,
         })
@@ -123,6 +128,7 @@ impl GrpcSink {
             Request::Traces(r) => {
                 outcome(self.traces.clone().export(self.request(r.clone())).await)
             }
+            Request::Logs(r) => outcome(self.logs.clone().export(self.request(r.clone())).await),
         }
     }
 

@@ -9,6 +9,7 @@ use flate2::write::GzEncoder;
 use prost::Message;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
+use ue_proto::collector::logs::v1::ExportLogsServiceResponse;
 use ue_proto::collector::metrics::v1::ExportMetricsServiceResponse;
 use ue_proto::collector::trace::v1::ExportTraceServiceResponse;
 
@@ -44,11 +45,13 @@ fn http_path(signal: Signal) -> &'static str {
     match signal {
         Signal::Metrics => "/v1/metrics",
         Signal::Traces => "/v1/traces",
+        Signal::Logs => "/v1/logs",
     }
 }
 
-/// The sink's URL for each signal, per the endpoint rules of [`OtlpConfig::endpoint`].
-pub(crate) fn signal_urls(endpoint: &str) -> Result<[Url; 2], String> {
+/// The sink's URL for each signal, in the order of [`Signal::ALL`], per the endpoint rules of
+/// [`OtlpConfig::endpoint`].
+pub(crate) fn signal_urls(endpoint: &str) -> Result<[Url; 3], String> {
     let base = Url::parse(endpoint).map_err(|e| e.to_string())?;
     if !matches!(base.scheme(), "http" | "https") {
         return Err(format!("scheme {:?} is not http or https", base.scheme()));
@@ -95,11 +98,11 @@ fn header_map(headers: &[(String, String)], gzip: bool) -> Result<HeaderMap, Sin
     Ok(map)
 }
 
-/// An OTLP/HTTP client for both signals.
+/// An OTLP/HTTP client for every signal.
 #[derive(Debug)]
 pub(crate) struct HttpSink {
     client: reqwest::Client,
-    urls: [Url; 2],
+    urls: [Url; 3],
     headers: HeaderMap,
     timeout: Duration,
     gzip: bool,
@@ -145,6 +148,7 @@ impl HttpSink {
         let url = match signal {
             Signal::Metrics => &self.urls[0],
             Signal::Traces => &self.urls[1],
+            Signal::Logs => &self.urls[2],
         };
         let result = self
             .client
@@ -201,6 +205,7 @@ pub(crate) fn sent(signal: Signal, body: &[u8]) -> Outcome {
     let decoded = match signal {
         Signal::Metrics => ExportMetricsServiceResponse::decode(body).map(|r| r.outcome()),
         Signal::Traces => ExportTraceServiceResponse::decode(body).map(|r| r.outcome()),
+        Signal::Logs => ExportLogsServiceResponse::decode(body).map(|r| r.outcome()),
     };
     decoded.unwrap_or(Outcome::Sent {
         rejected: 0,
@@ -242,6 +247,7 @@ pub(crate) fn failure_message(protobuf: bool, body: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use ue_proto::collector::logs::v1::ExportLogsPartialSuccess;
     use ue_proto::collector::metrics::v1::ExportMetricsPartialSuccess;
     use ue_proto::collector::trace::v1::ExportTracePartialSuccess;
 
@@ -274,21 +280,24 @@ mod tests {
             urls("http://127.0.0.1:4318"),
             [
                 "http://127.0.0.1:4318/v1/metrics",
-                "http://127.0.0.1:4318/v1/traces"
+                "http://127.0.0.1:4318/v1/traces",
+                "http://127.0.0.1:4318/v1/logs"
             ]
         );
         assert_eq!(
             urls("https://gw.example/otlp/"),
             [
                 "https://gw.example/otlp/v1/metrics",
-                "https://gw.example/otlp/v1/traces"
+                "https://gw.example/otlp/v1/traces",
+                "https://gw.example/otlp/v1/logs"
             ]
         );
         assert_eq!(
             urls("http://c:4318/x?tenant=a"),
             [
                 "http://c:4318/x/v1/metrics?tenant=a",
-                "http://c:4318/x/v1/traces?tenant=a"
+                "http://c:4318/x/v1/traces?tenant=a",
+                "http://c:4318/x/v1/logs?tenant=a"
             ]
         );
     }
@@ -297,11 +306,19 @@ mod tests {
     fn a_per_signal_url_is_kept_and_gives_its_sibling() {
         assert_eq!(
             urls("http://c:4318/v1/traces"),
-            ["http://c:4318/v1/metrics", "http://c:4318/v1/traces"]
+            [
+                "http://c:4318/v1/metrics",
+                "http://c:4318/v1/traces",
+                "http://c:4318/v1/logs"
+            ]
         );
         assert_eq!(
-            urls("http://c/p/v1/metrics"),
-            ["http://c/p/v1/metrics", "http://c/p/v1/traces"]
+            urls("http://c/p/v1/logs"),
+            [
+                "http://c/p/v1/metrics",
+                "http://c/p/v1/traces",
+                "http://c/p/v1/logs"
+            ]
         );
     }
 
@@ -364,6 +381,17 @@ mod tests {
         assert_eq!(partial_success(Signal::Traces, &traces), (2, String::new()));
         assert_eq!(partial_success(Signal::Traces, b""), (0, String::new()));
         assert_eq!(partial_success(Signal::Traces, b"{}"), (0, String::new()));
+        let logs = ExportLogsServiceResponse {
+            partial_success: Some(ExportLogsPartialSuccess {
+                rejected_log_records: 4,
+                error_message: "bad records".into(),
+            }),
+        }
+        .encode_to_vec();
+        assert_eq!(
+            partial_success(Signal::Logs, &logs),
+            (4, "bad records".into())
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use ue_proto::collector::logs::v1::ExportLogsServiceResponse;
 use ue_proto::collector::metrics::v1::ExportMetricsServiceResponse;
 use ue_proto::collector::trace::v1::ExportTraceServiceResponse;
 
@@ -11,8 +12,8 @@ use super::config::Protocol;
 use super::{SinkConfig, SinkError, grpc, http, lines};
 use crate::batch::Batch;
 
-/// An OTLP export response of either signal, over either transport: what its
-/// `partial_success` reports rejected (data points or spans).
+/// An OTLP export response of any signal, over either transport: what its
+/// `partial_success` reports rejected (data points, spans or log records).
 pub(crate) trait PartialSuccess {
     /// The response as an outcome: sent, with the rejected items and the server's message.
     fn outcome(self) -> Outcome;
@@ -33,6 +34,16 @@ impl PartialSuccess for ExportTraceServiceResponse {
         let (rejected, message) = self
             .partial_success
             .map(|p| (p.rejected_spans, p.error_message))
+            .unwrap_or_default();
+        Outcome::sent(rejected, message)
+    }
+}
+
+impl PartialSuccess for ExportLogsServiceResponse {
+    fn outcome(self) -> Outcome {
+        let (rejected, message) = self
+            .partial_success
+            .map(|p| (p.rejected_log_records, p.error_message))
             .unwrap_or_default();
         Outcome::sent(rejected, message)
     }
@@ -79,11 +90,12 @@ pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// A sink's transport.
+/// A sink's transport. The OTLP clients are boxed: with a URL or a client per signal they
+/// are hundreds of bytes, and a sink holds one transport for its whole life.
 #[derive(Debug)]
 pub(crate) enum Transport {
-    Http(http::HttpSink),
-    Grpc(grpc::GrpcSink),
+    Http(Box<http::HttpSink>),
+    Grpc(Box<grpc::GrpcSink>),
     Lines(lines::LineSink),
 }
 
@@ -91,8 +103,8 @@ impl Transport {
     pub(crate) fn new(config: &SinkConfig) -> Result<Self, SinkError> {
         Ok(match config {
             SinkConfig::Otlp(c) => match c.protocol {
-                Protocol::HttpProtobuf => Self::Http(http::HttpSink::new(c)?),
-                Protocol::Grpc => Self::Grpc(grpc::GrpcSink::new(c)?),
+                Protocol::HttpProtobuf => Self::Http(Box::new(http::HttpSink::new(c)?)),
+                Protocol::Grpc => Self::Grpc(Box::new(grpc::GrpcSink::new(c)?)),
             },
             SinkConfig::Stdout => Self::Lines(lines::LineSink::stdout()),
             SinkConfig::File(path) => Self::Lines(lines::LineSink::file(path)?),

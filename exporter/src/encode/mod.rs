@@ -1,16 +1,18 @@
 //! SDK data straight into OTLP protobuf events: pure functions from the SDK's types to
 //! encoded buffers, no I/O and no intermediate OTLP messages.
 //!
-//! Each item (a data point or a span) is encoded once, directly into the event that will
+//! Each item (a data point, a span or a log record) is encoded once, directly into the event that will
 //! carry it; the resource, each scope and each metric's metadata are encoded once per export
 //! and copied into each event that needs them; sizes are exact before anything is written,
 //! so no event exceeds the limit (see [`crate::pack`]).
 
 mod common;
+pub(crate) mod logs;
 pub(crate) mod metrics;
 pub(crate) mod trace;
 
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::LogBatch;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::trace::SpanData;
 
@@ -19,9 +21,9 @@ use crate::pack::Packer;
 /// The nesting levels of an event that enclose its items, as [`Packer::begin`] numbers them
 /// (level 0 is the request itself).
 pub(crate) mod level {
-    /// `ResourceMetrics` / `ResourceSpans`.
+    /// `ResourceMetrics` / `ResourceSpans` / `ResourceLogs`.
     pub(crate) const RESOURCE: usize = 1;
-    /// `ScopeMetrics` / `ScopeSpans`.
+    /// `ScopeMetrics` / `ScopeSpans` / `ScopeLogs`.
     pub(crate) const SCOPE: usize = 2;
     /// `Metric`.
     pub(crate) const METRIC: usize = 3;
@@ -33,7 +35,8 @@ pub(crate) mod level {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Oversize {
-    /// `(metric or span name, items dropped)`, in the order first seen.
+    /// `(metric name, span name, or log record event name or scope, items dropped)`, in the
+    /// order first seen.
     pub dropped: Vec<(String, usize)>,
 }
 
@@ -84,6 +87,24 @@ pub fn pack_spans(
         &mut Packer::new(limit),
         resource,
         spans,
+        &mut emit as &mut dyn FnMut(&[u8], usize),
+    )
+}
+
+/// Packs the log records of `batch` under `resource`, grouped by the scope they are exported
+/// under (a record's target, else its logger's scope), into as few `ExportLogsServiceRequest`s
+/// of at most `limit` bytes as possible, calling `emit(bytes, records)` for each; see
+/// [`pack_metrics`].
+pub fn pack_logs(
+    batch: &LogBatch<'_>,
+    resource: &Resource,
+    limit: usize,
+    mut emit: impl FnMut(&[u8], usize),
+) -> Oversize {
+    logs::pack(
+        &mut Packer::new(limit),
+        resource,
+        batch,
         &mut emit as &mut dyn FnMut(&[u8], usize),
     )
 }

@@ -1,7 +1,7 @@
 // Vendored from the opentelemetry-proto crate 0.33.1 (Apache-2.0), src/proto.rs: the
 // serde helpers of the OTLP/JSON mapping, and the module tree of the prost-generated files
 // in tonic/ (copied unchanged from its src/proto/tonic/, proto definitions v1.10.0). Only
-// the metrics and trace signals are kept, and the SDK conversions (its `transform`
+// the metrics, trace and logs signals are kept, and the SDK conversions (its `transform`
 // module) are left out: they are what makes that crate depend on opentelemetry_sdk.
 // Do not edit; copy again from a newer release instead.
 /// provide serde support for proto traceIds and spanIds.
@@ -445,12 +445,25 @@ pub mod tonic {
             #[path = "opentelemetry.proto.collector.trace.v1.rs"]
             pub mod v1;
         }
+
+        #[path = ""]
+        pub mod logs {
+            #[path = "opentelemetry.proto.collector.logs.v1.rs"]
+            pub mod v1;
+        }
     }
 
     /// Common types used across all signals
     #[path = ""]
     pub mod common {
         #[path = "opentelemetry.proto.common.v1.rs"]
+        pub mod v1;
+    }
+
+    /// Generated types used in logging.
+    #[path = ""]
+    pub mod logs {
+        #[path = "opentelemetry.proto.logs.v1.rs"]
         pub mod v1;
     }
 

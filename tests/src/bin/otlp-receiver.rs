@@ -23,11 +23,12 @@ struct Args {
     /// Address for OTLP/gRPC, or `off`.
     #[arg(long, default_value = "127.0.0.1:4317")]
     grpc: String,
-    /// Exit once at least this many data points and spans, in all, have been accepted.
+    /// Exit once at least this many data points, spans and log records, in all, have been
+    /// accepted.
     #[arg(long, value_name = "N")]
     exit_after_items: Option<u64>,
     /// On exit, write every accepted request to FILE as OTLP/JSON:
-    /// `{"metrics": [...], "traces": [...]}`.
+    /// `{"metrics": [...], "traces": [...], "logs": [...]}`.
     #[arg(long, value_name = "FILE")]
     dump: Option<PathBuf>,
 }
@@ -110,11 +111,12 @@ async fn main() -> anyhow::Result<()> {
     receiver.stop().await;
     let received = receiver.received();
     println!(
-        "totals requests={} accepted={} data_points={} spans={}",
+        "totals requests={} accepted={} data_points={} spans={} log_records={}",
         received.len(),
         received.iter().filter(|r| r.accepted()).count(),
         receiver.accepted_items(Signal::Metrics),
         receiver.accepted_items(Signal::Traces),
+        receiver.accepted_items(Signal::Logs),
     );
     if let Some(path) = &args.dump {
         let json = serde_json::to_vec_pretty(&receiver.dump_json())?;

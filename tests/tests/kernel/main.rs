@@ -5,6 +5,7 @@
 
 mod exporter;
 mod listener_aware;
+mod logs;
 mod pipeline;
 mod reader;
 mod upstream;

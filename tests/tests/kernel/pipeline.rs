@@ -23,7 +23,7 @@ use ue_decoder::{
 };
 use ue_proto::metrics::v1::{metric::Data, number_data_point};
 
-fn retry() -> RetryConfig {
+pub(crate) fn retry() -> RetryConfig {
     RetryConfig {
         initial_interval: Duration::from_millis(100),
         max_interval: Duration::from_secs(1),
@@ -49,7 +49,7 @@ fn arrived(received: &[Received], protocol: Protocol, signal: Signal) -> Vec<Vec
 }
 
 /// A running decoder inside a test's runtime: its task and the sender that stops it.
-struct Decoder {
+pub(crate) struct Decoder {
     task: tokio::task::JoinHandle<Result<ue_decoder::Snapshot, ue_decoder::RunError>>,
     stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -57,7 +57,7 @@ struct Decoder {
 impl Decoder {
     /// Starts `ue_decoder::run` on the tracepoints `names` gives `signals`; returns once it
     /// is attached to the kernel and reading (its sinks started).
-    fn start(
+    pub(crate) fn start(
         rt: &tokio::runtime::Runtime,
         names: &TracepointNames,
         signals: &[Signal],
@@ -91,7 +91,7 @@ impl Decoder {
     }
 
     /// Stops it as SIGTERM would and returns its final counters.
-    fn stop(self, rt: &tokio::runtime::Runtime) -> ue_decoder::Snapshot {
+    pub(crate) fn stop(self, rt: &tokio::runtime::Runtime) -> ue_decoder::Snapshot {
         self.stop.send(()).unwrap();
         let snapshot = rt.block_on(self.task).unwrap().unwrap();
         eprint!("{snapshot}");
@@ -115,6 +115,7 @@ fn every_point_and_span_arrives_once_intact_under_sustained_load() {
     let names = TracepointNames {
         metrics: "ue_k_pipe_metrics".into(),
         traces: "ue_k_pipe_traces".into(),
+        logs: "ue_k_pipe_logs".into(),
     };
     let decoder = Decoder::start(
         &rt,
