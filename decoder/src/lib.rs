@@ -46,7 +46,7 @@ mod decode;
 mod kernel;
 mod sink;
 
-pub use batch::{Batch, BatchConfig};
+pub use batch::{Batch, BatchConfig, Incoming};
 pub use capture::{
     PerfDataDecoded, PerfDataError, PerfDataEvent, PerfDataReader, PerfDataStats, decode_perf_data,
 };
@@ -57,8 +57,8 @@ pub use daemon::{
     forward_capture, host_status, run,
 };
 pub use decode::{
-    Invalid, Malformed, Request, Signal, TracepointNames, decode_event, otlp_json_line,
-    validate_request,
+    Invalid, Malformed, Request, Signal, TracepointNames, check_event, decode_event,
+    otlp_json_line, validate_request,
 };
 pub use kernel::{
     Event, Format, FormatError, FormatField, LayoutMismatch, ReaderConfig, ReaderError,

@@ -170,7 +170,7 @@ fn log_records_are_read_batched_and_sent_next_to_the_other_signals() {
         (120, 1)
     );
     assert_eq!(s.events[&Signal::Logs], 30);
-    assert_eq!(s.batches[&Signal::Logs], 1, "30 requests, one merged batch");
+    assert_eq!(s.batches[&Signal::Logs], 1, "30 requests, one batch");
     assert_eq!(s.batched_items[&Signal::Logs], 120);
     assert!(s.to_string().contains("logs events 30"), "{s}");
     for sink in &s.sinks {
@@ -186,9 +186,17 @@ fn log_records_are_read_batched_and_sent_next_to_the_other_signals() {
     let ue_decoder::Request::Logs(req) = &logs[0].request else {
         panic!("a logs request")
     };
-    let scope_logs = &req.resource_logs[0].scope_logs;
-    assert_eq!(scope_logs.len(), 1, "same resource and scope: merged");
-    assert_eq!(scope_logs[0].log_records.len(), 120);
+    // The events' own requests one after another (nothing merged by default), in order.
+    assert_eq!(req.resource_logs.len(), 30);
+    let bodies: Vec<String> = req
+        .resource_logs
+        .iter()
+        .flat_map(|rl| &rl.scope_logs)
+        .flat_map(|sl| &sl.log_records)
+        .map(|r| format!("{:?}", r.body.as_ref().unwrap().value))
+        .collect();
+    assert_eq!(bodies.len(), 120);
+    assert!(bodies[1].contains("app-1"), "{}", bodies[1]);
 
     let text = std::fs::read_to_string(&path).unwrap();
     let line = text
@@ -196,8 +204,13 @@ fn log_records_are_read_batched_and_sent_next_to_the_other_signals() {
         .find(|l| l.starts_with(r#"{"signal":"logs""#))
         .expect("a logs line");
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    let records = &v["request"]["resourceLogs"][0]["scopeLogs"][0]["logRecords"];
-    assert_eq!(records.as_array().unwrap().len(), 120);
+    let records: Vec<&serde_json::Value> = v["request"]["resourceLogs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rl| rl["scopeLogs"][0]["logRecords"].as_array().unwrap())
+        .collect();
+    assert_eq!(records.len(), 120);
     assert_eq!(records[1]["body"]["stringValue"], "app-1");
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }

@@ -48,7 +48,7 @@ fn a_capture_is_forwarded_over_otlp_http_with_every_item() {
     assert_eq!(receiver.accepted_items(Signal::Traces), spans);
     let received = receiver.received();
     assert!(received.iter().all(|r| r.header("x-tenant") == Some("t1")));
-    // Batching merged the capture's events: one request per signal.
+    // Batching gathered the capture's events: one request per signal.
     assert_eq!(received.len(), 2, "{received:?}");
 }
 

@@ -136,7 +136,11 @@ async fn http_delivers_batches_with_headers_plain_and_gzip() {
         assert_eq!(r.protocol, Protocol::Http);
         assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
         let sent = if r.signal() == Signal::Traces { &t } else { &m };
-        assert_eq!(r.request, sent.request, "decodes to exactly what was sent");
+        assert_eq!(
+            &r.request,
+            sent.request().unwrap(),
+            "decodes to exactly what was sent"
+        );
         if r.header("x-tenant").is_some() {
             assert_eq!(r.header("x-tenant"), Some("plain"));
             assert_eq!(r.header("content-encoding"), None);
@@ -184,7 +188,7 @@ async fn grpc_delivers_batches_with_metadata_plain_and_gzip() {
     for r in &received {
         assert_eq!(r.protocol, Protocol::Grpc);
         let sent = if r.signal() == Signal::Traces { &t } else { &m };
-        assert_eq!(r.request, sent.request);
+        assert_eq!(&r.request, sent.request().unwrap());
         match r.header("x-tenant") {
             Some("plain") => assert_eq!(r.header("grpc-encoding"), None),
             Some("gz") => assert_eq!(r.header("grpc-encoding"), Some("gzip")),
@@ -212,7 +216,7 @@ async fn http_503_with_retry_after_waits_that_long_then_delivers_once() {
     let received = receiver.received();
     assert_eq!(received.len(), 2);
     assert!(!received[0].accepted() && received[1].accepted());
-    assert_eq!(received[1].request, batch.request);
+    assert_eq!(&received[1].request, batch.request().unwrap());
     let gap = gaps(&received)[0];
     // The backoff alone would have waited 50 ms.
     assert!(gap >= Duration::from_millis(950), "retried after {gap:?}");
@@ -447,7 +451,11 @@ async fn a_collector_outage_is_retried_until_it_is_back() {
         .filter(|r| r.signal() == Signal::Traces)
         .collect();
     assert_eq!(after.len(), 2);
-    assert!(after.iter().all(|r| r.request == during.request));
+    assert!(
+        after
+            .iter()
+            .all(|r| &r.request == during.request().unwrap())
+    );
     assert!(after.iter().any(|r| r.protocol == Protocol::Http));
     assert!(after.iter().any(|r| r.protocol == Protocol::Grpc));
 }
@@ -763,7 +771,11 @@ async fn log_records_go_to_v1_logs_and_the_grpc_logs_service() {
     protocols.sort_by_key(|p| *p == Protocol::Grpc);
     assert_eq!(protocols, [Protocol::Http, Protocol::Grpc]);
     for r in &received {
-        assert_eq!(r.request, batch.request, "decodes to exactly what was sent");
+        assert_eq!(
+            &r.request,
+            batch.request().unwrap(),
+            "decodes to exactly what was sent"
+        );
         assert_eq!(r.service_name().as_deref(), Some("sinks-test"));
     }
     assert_eq!(receiver.accepted_items(Signal::Logs), 8);

@@ -1,12 +1,19 @@
-//! Merges decoded requests into batches per signal, like the Collector's batch processor:
-//! requests with the same resource and scope (and metrics with the same identity) are merged,
-//! and a batch is sent when it reaches a size or when its oldest item has waited long enough.
+//! Gathers requests into batches per signal, like the Collector's batch processor: a batch
+//! is sent when it reaches a size or when its oldest item has waited long enough.
+//!
+//! By default a batch is the requests' own bytes, appended: the concatenation of encoded
+//! requests of one signal is itself an encoded request holding all of them, so forwarding
+//! costs a copy, and nothing is decoded or re-encoded. With [`BatchConfig::merge`] the
+//! requests are decoded and merged instead (same resource and scope, and metrics with the
+//! same identity, share one entry), which makes the batch smaller before compression at
+//! the price of decoding and re-encoding everything.
 //!
 //! Pure: time comes in as an argument.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::mem;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -16,11 +23,13 @@ use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
 
 use crate::decode::{Request, Signal, logs_items, metrics_items, traces_items};
 
-/// A batch ready for the sinks: one merged request, its item count and encoded size.
+/// A batch ready for the sinks: one request of one signal, as the protobuf bytes the OTLP
+/// sinks send, and decoded on first need (text output).
 #[derive(Clone, Debug)]
 pub struct Batch {
-    /// The merged request.
-    pub request: Request,
+    signal: Signal,
+    protobuf: Vec<u8>,
+    decoded: OnceLock<Result<Request, prost::DecodeError>>,
     /// Data points, spans or log records in it.
     pub items: u64,
     /// Its protobuf encoding's length, what queues are bounded by.
@@ -28,20 +37,89 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Wraps a request, counting its items and size.
+    /// Wraps a request, counting its items and encoding it.
     pub fn new(request: Request) -> Self {
         let items = request.items();
-        let bytes = request.encoded_len();
+        let protobuf = request.encode_to_vec();
         Self {
-            request,
+            signal: request.signal(),
+            bytes: protobuf.len(),
+            protobuf,
+            decoded: OnceLock::from(Ok(request)),
             items,
-            bytes,
+        }
+    }
+
+    /// A request of `signal` as its protobuf encoding, which holds `items` items (checked
+    /// by [`validate_request`](crate::validate_request) or known from its encoder).
+    pub fn from_protobuf(signal: Signal, protobuf: Vec<u8>, items: u64) -> Self {
+        Self {
+            signal,
+            bytes: protobuf.len(),
+            protobuf,
+            decoded: OnceLock::new(),
+            items,
         }
     }
 
     /// The batch's signal.
     pub fn signal(&self) -> Signal {
-        self.request.signal()
+        self.signal
+    }
+
+    /// The request's protobuf encoding.
+    pub fn protobuf(&self) -> &[u8] {
+        &self.protobuf
+    }
+
+    /// The request, decoded the first time it is asked for. Fails only if the bytes the
+    /// batch was made from were never checked.
+    pub fn request(&self) -> Result<&Request, prost::DecodeError> {
+        self.decoded
+            .get_or_init(|| Request::decode(self.signal, &self.protobuf))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// What the batcher takes in: one event's request, as checked protobuf bytes (the events of
+/// the project's own tracepoints) or decoded (everything else).
+#[derive(Clone, Debug)]
+pub enum Incoming {
+    /// A request's protobuf encoding, checked, with its item count.
+    Protobuf {
+        /// Its signal.
+        signal: Signal,
+        /// The encoding.
+        bytes: Vec<u8>,
+        /// Items in it.
+        items: u64,
+    },
+    /// A decoded request.
+    Decoded(Request),
+}
+
+impl Incoming {
+    /// The request's signal.
+    pub fn signal(&self) -> Signal {
+        match self {
+            Self::Protobuf { signal, .. } => *signal,
+            Self::Decoded(r) => r.signal(),
+        }
+    }
+
+    /// Items in the request.
+    pub fn items(&self) -> u64 {
+        match self {
+            Self::Protobuf { items, .. } => *items,
+            Self::Decoded(r) => r.items(),
+        }
+    }
+}
+
+impl From<Request> for Incoming {
+    fn from(request: Request) -> Self {
+        Self::Decoded(request)
     }
 }
 
@@ -57,6 +135,10 @@ pub struct BatchConfig {
     /// Send at the latest this long after the first pending item arrived (the Collector's
     /// `timeout`, 200 ms).
     pub max_delay: Duration,
+    /// Decode the requests and merge those with the same resource and scope (and metrics
+    /// with the same identity) instead of appending their bytes: a smaller batch before
+    /// compression, for the CPU of decoding and re-encoding it all (default off).
+    pub merge: bool,
 }
 
 impl Default for BatchConfig {
@@ -65,6 +147,7 @@ impl Default for BatchConfig {
             max_items: 8192,
             max_bytes: 4 << 20,
             max_delay: Duration::from_millis(200),
+            merge: false,
         }
     }
 }
@@ -76,6 +159,8 @@ pub(crate) struct Batcher {
     metrics: Pending<MetricsMerge>,
     traces: Pending<TracesMerge>,
     logs: Pending<LogsMerge>,
+    /// Appended requests per signal, in [`Signal::ALL`]'s order (without `merge`).
+    appended: [Appended; 3],
 }
 
 impl Batcher {
@@ -86,13 +171,36 @@ impl Batcher {
             metrics: Pending::default(),
             traces: Pending::default(),
             logs: Pending::default(),
+            appended: Default::default(),
         }
     }
 
     /// Adds a request; returns the batches that became due (at most two: the one the request
     /// did not fit in, and the one it filled).
-    pub(crate) fn push(&mut self, request: Request, now: Instant) -> Vec<Batch> {
+    pub(crate) fn push(&mut self, incoming: impl Into<Incoming>, now: Instant) -> Vec<Batch> {
         let c = self.config;
+        let incoming = incoming.into();
+        if !c.merge {
+            let signal = incoming.signal();
+            let items = incoming.items();
+            let bytes = match incoming {
+                Incoming::Protobuf { bytes, .. } => bytes,
+                Incoming::Decoded(r) => r.encode_to_vec(),
+            };
+            return self.appended[index(signal)].push(signal, &bytes, items, now, &c);
+        }
+        let request = match incoming {
+            Incoming::Decoded(r) => r,
+            Incoming::Protobuf { signal, bytes, .. } => match Request::decode(signal, &bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Checked bytes decode (tests/tests/validate.rs holds the check to
+                    // prost); were one not to, it is dropped here rather than sent.
+                    tracing::error!("a checked request did not decode, dropped: {e}");
+                    return Vec::new();
+                }
+            },
+        };
         match request {
             Request::Metrics(r) => self.metrics.push(r, now, &c),
             Request::Traces(r) => self.traces.push(r, now, &c),
@@ -107,6 +215,11 @@ impl Batcher {
         out.extend(self.metrics.due(now, delay));
         out.extend(self.traces.due(now, delay));
         out.extend(self.logs.due(now, delay));
+        for (a, signal) in self.appended.iter_mut().zip(Signal::ALL) {
+            if a.since.is_some_and(|t| now >= t + delay) {
+                out.extend(a.take(signal));
+            }
+        }
         out
     }
 
@@ -115,6 +228,7 @@ impl Batcher {
         let d = self.config.max_delay;
         [self.metrics.since, self.traces.since, self.logs.since]
             .into_iter()
+            .chain(self.appended.iter().map(|a| a.since))
             .flatten()
             .map(|t| t + d)
             .min()
@@ -122,20 +236,78 @@ impl Batcher {
 
     /// Everything pending, now.
     pub(crate) fn flush(&mut self) -> Vec<Batch> {
-        [self.metrics.take(), self.traces.take(), self.logs.take()]
+        let mut out: Vec<Batch> = [self.metrics.take(), self.traces.take(), self.logs.take()]
             .into_iter()
             .flatten()
-            .collect()
+            .collect();
+        for (a, signal) in self.appended.iter_mut().zip(Signal::ALL) {
+            out.extend(a.take(signal));
+        }
+        out
     }
 
     /// Items waiting per signal.
     #[cfg(test)]
     pub(crate) fn pending_items(&self, signal: Signal) -> u64 {
-        match signal {
-            Signal::Metrics => self.metrics.items,
-            Signal::Traces => self.traces.items,
-            Signal::Logs => self.logs.items,
+        self.appended[index(signal)].items
+            + match signal {
+                Signal::Metrics => self.metrics.items,
+                Signal::Traces => self.traces.items,
+                Signal::Logs => self.logs.items,
+            }
+    }
+}
+
+fn index(signal: Signal) -> usize {
+    Signal::ALL
+        .iter()
+        .position(|s| *s == signal)
+        .expect("every signal is in ALL")
+}
+
+/// One signal's requests, appended as bytes.
+#[derive(Debug, Default)]
+struct Appended {
+    bytes: Vec<u8>,
+    items: u64,
+    since: Option<Instant>,
+}
+
+impl Appended {
+    fn push(
+        &mut self,
+        signal: Signal,
+        request: &[u8],
+        items: u64,
+        now: Instant,
+        c: &BatchConfig,
+    ) -> Vec<Batch> {
+        let mut out = Vec::new();
+        if self.items > 0
+            && (self.items + items > c.max_items || self.bytes.len() + request.len() > c.max_bytes)
+        {
+            out.extend(self.take(signal));
         }
+        self.bytes.extend_from_slice(request);
+        self.items += items;
+        self.since.get_or_insert(now);
+        if self.items >= c.max_items || self.bytes.len() >= c.max_bytes {
+            out.extend(self.take(signal));
+        }
+        out
+    }
+
+    fn take(&mut self, signal: Signal) -> Option<Batch> {
+        if self.items == 0 {
+            return None;
+        }
+        // The next batch will likely be as large as this one.
+        let next = Vec::with_capacity(self.bytes.len());
+        let bytes = mem::replace(&mut self.bytes, next);
+        let batch = Batch::from_protobuf(signal, bytes, self.items);
+        self.items = 0;
+        self.since = None;
+        Some(batch)
     }
 }
 
@@ -443,7 +615,7 @@ mod tests {
     }
 
     fn values(batch: &Batch) -> Vec<(String, String, String, Vec<i64>)> {
-        let Request::Metrics(r) = &batch.request else {
+        let Ok(Request::Metrics(r)) = batch.request() else {
             panic!("metrics batch")
         };
         let mut out = Vec::new();
@@ -480,11 +652,83 @@ mod tests {
         out
     }
 
+    /// Merging, and no batch sent for its delay during a test.
     fn long_delay() -> BatchConfig {
         BatchConfig {
             max_delay: Duration::from_secs(3600),
+            merge: true,
             ..BatchConfig::default()
         }
+    }
+
+    /// `request` as the reader hands it on: its checked bytes.
+    fn checked(request: &Request) -> Incoming {
+        Incoming::Protobuf {
+            signal: request.signal(),
+            bytes: request.encode_to_vec(),
+            items: request.items(),
+        }
+    }
+
+    #[test]
+    fn by_default_a_batch_is_the_requests_bytes_one_after_another() {
+        let config = BatchConfig {
+            max_delay: Duration::from_secs(3600),
+            max_items: 10,
+            ..BatchConfig::default()
+        };
+        let mut b = Batcher::new(config);
+        let t = Instant::now();
+        let requests: Vec<Request> = (0..7).map(|i| sum("a", "s", "m", i * 3, 3)).collect();
+        let mut sent = Vec::new();
+        for (i, r) in requests.iter().enumerate() {
+            // Checked bytes and decoded requests batch alike.
+            let incoming = if i % 2 == 0 {
+                checked(r)
+            } else {
+                r.clone().into()
+            };
+            sent.extend(b.push(incoming, t));
+        }
+        assert_eq!(
+            b.pending_items(Signal::Metrics),
+            3,
+            "the last 3 points wait"
+        );
+        sent.extend(b.flush());
+        assert_eq!(sent.iter().map(|b| b.items).collect::<Vec<_>>(), [9, 9, 3]);
+        let mut expected = requests.iter().map(Request::encode_to_vec);
+        for batch in &sent {
+            // Each batch is exactly its requests' encodings, concatenated.
+            let want: Vec<u8> = (0..batch.items / 3)
+                .flat_map(|_| expected.next().unwrap())
+                .collect();
+            assert_eq!(batch.protobuf(), want);
+            assert_eq!(batch.bytes, want.len());
+            assert_eq!(batch.request().unwrap().items(), batch.items);
+        }
+        let points: Vec<i64> = sent
+            .iter()
+            .flat_map(|b| values(b).into_iter().flat_map(|v| v.3))
+            .collect();
+        assert_eq!(points, (0..21).collect::<Vec<_>>(), "all, once, in order");
+    }
+
+    #[test]
+    fn signals_batch_apart_and_fall_due_after_the_delay() {
+        let mut b = Batcher::new(BatchConfig {
+            max_delay: Duration::from_millis(100),
+            ..BatchConfig::default()
+        });
+        let t = Instant::now();
+        assert!(b.push(checked(&spans("a", "s", &["1"])), t).is_empty());
+        assert!(b.push(checked(&logs("a", "s", &["x", "y"])), t).is_empty());
+        assert_eq!(b.next_deadline(), Some(t + Duration::from_millis(100)));
+        assert!(b.poll(t + Duration::from_millis(99)).is_empty());
+        let due = b.poll(t + Duration::from_millis(100));
+        let got: Vec<(Signal, u64)> = due.iter().map(|b| (b.signal(), b.items)).collect();
+        assert_eq!(got, [(Signal::Traces, 1), (Signal::Logs, 2)]);
+        assert_eq!(b.next_deadline(), None);
     }
 
     #[test]
@@ -529,7 +773,7 @@ mod tests {
         b.push(spans("a", "db", &["3"]), t);
         b.push(spans("a", "http", &["4"]), t);
         let batch = b.flush().pop().unwrap();
-        let Request::Traces(r) = &batch.request else {
+        let Ok(Request::Traces(r)) = batch.request() else {
             panic!()
         };
         assert_eq!(r.resource_spans.len(), 1);
@@ -540,7 +784,7 @@ mod tests {
             .collect();
         assert_eq!(names, vec![vec!["1", "2", "4"], vec!["3"]]);
         assert_eq!(batch.items, 4);
-        assert_eq!(batch.bytes, batch.request.encoded_len());
+        assert_eq!(batch.bytes, batch.request().unwrap().encoded_len());
     }
 
     #[test]
@@ -553,7 +797,7 @@ mod tests {
         b.push(logs("a", "http", &["5"]), t);
         assert_eq!(b.pending_items(Signal::Logs), 5);
         let batch = b.flush().pop().unwrap();
-        let Request::Logs(r) = &batch.request else {
+        let Ok(Request::Logs(r)) = batch.request() else {
             panic!("logs batch")
         };
         let bodies: Vec<Vec<Vec<String>>> = r
@@ -579,7 +823,7 @@ mod tests {
             vec![vec![vec!["1", "2", "5"], vec!["4"]], vec![vec!["3"]]]
         );
         assert_eq!(batch.items, 5);
-        assert_eq!(batch.bytes, batch.request.encoded_len());
+        assert_eq!(batch.bytes, batch.request().unwrap().encoded_len());
     }
 
     #[test]

@@ -7,4 +7,4 @@
 mod batcher;
 
 pub(crate) use batcher::Batcher;
-pub use batcher::{Batch, BatchConfig};
+pub use batcher::{Batch, BatchConfig, Incoming};

@@ -9,9 +9,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::stats::Stats;
-use crate::batch::{Batch, BatchConfig, Batcher};
+use crate::batch::{Batch, BatchConfig, Batcher, Incoming};
 use crate::capture::{PerfDataError, PerfDataReader};
-use crate::decode::Request;
 use crate::sink::{SinkConfig, SinkError, SinkSet, SinkSnapshot};
 
 /// Requests in flight between the producer (the reading thread) and the batcher; bounded so
@@ -46,7 +45,7 @@ impl Default for ForwardConfig {
 /// The batching task and the sinks, started on the current tokio runtime.
 #[derive(Debug)]
 pub(crate) struct Forwarder {
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::Sender<Incoming>,
     batching: JoinHandle<()>,
     sinks: Arc<SinkSet>,
     shutdown_deadline: Duration,
@@ -71,7 +70,7 @@ impl Forwarder {
     }
 
     /// Where requests go in; the batcher flushes and ends once every sender is dropped.
-    pub(crate) fn sender(&self) -> mpsc::Sender<Request> {
+    pub(crate) fn sender(&self) -> mpsc::Sender<Incoming> {
         self.tx.clone()
     }
 
@@ -107,7 +106,7 @@ impl Forwarder {
 
 /// The batching task: merge requests, send due batches, flush at the end.
 async fn batch_loop(
-    mut rx: mpsc::Receiver<Request>,
+    mut rx: mpsc::Receiver<Incoming>,
     config: BatchConfig,
     stats: Arc<Stats>,
     sinks: Arc<SinkSet>,
@@ -165,7 +164,7 @@ pub async fn forward_capture(
     loop {
         match reader.next_event() {
             Ok(Some(event)) => {
-                if tx.send(event.request).await.is_err() {
+                if tx.send(event.request.into()).await.is_err() {
                     break;
                 }
             }

@@ -22,8 +22,8 @@ use tracing::{info, warn};
 use super::forward::{ForwardConfig, Forwarder};
 use super::source::EventSource;
 use super::stats::{Snapshot, Stats};
-use crate::batch::Batch;
-use crate::decode::{Request, Signal, decode_event};
+use crate::batch::{Batch, Incoming};
+use crate::decode::{Request, Signal, check_event};
 use crate::kernel::ReaderError;
 use crate::sink::SinkError;
 
@@ -136,7 +136,7 @@ fn read_loop(
     mut source: impl EventSource,
     stop: &AtomicBool,
     stats: &Stats,
-    tx: &mpsc::Sender<Request>,
+    tx: &mpsc::Sender<Incoming>,
 ) {
     loop {
         let stopping = stop.load(Ordering::Acquire);
@@ -146,11 +146,15 @@ fn read_loop(
         }
         let mut decoded = Vec::new();
         source.drain(
-            &mut |signal, event| match decode_event(signal, event.fields) {
-                Ok(req) => {
-                    let bytes = event.payload().map_or(0, |p| p.buffer.len());
-                    stats.decoded(signal, bytes, req.items());
-                    decoded.push(req);
+            // Checked, not decoded: the batcher sends the requests' own bytes on.
+            &mut |signal, event| match check_event(signal, event.fields) {
+                Ok((request, items)) => {
+                    stats.decoded(signal, request.len(), items);
+                    decoded.push(Incoming::Protobuf {
+                        signal,
+                        bytes: request.to_vec(),
+                        items,
+                    });
                 }
                 Err(e) => {
                     stats.malformed(e.reason());

@@ -2,6 +2,7 @@
 
 use ue_wire::layout;
 
+use crate::decode::validate::{Invalid, validate_request};
 use crate::decode::{Request, Signal};
 
 /// Why an event was skipped.
@@ -23,6 +24,18 @@ pub enum Malformed {
         #[source]
         source: prost::DecodeError,
     },
+    /// The buffer is not a well-formed OTLP request of the tracepoint's signal (found
+    /// without decoding it, see [`check_event`]).
+    #[error("buffer of {len} bytes is not a valid OTLP {signal} request: {source}")]
+    Otlp {
+        /// The tracepoint's signal.
+        signal: Signal,
+        /// Buffer length.
+        len: usize,
+        /// What is wrong with it.
+        #[source]
+        source: Invalid,
+    },
     /// A valid request that carries no data point or span.
     #[error("OTLP {0} request with no data points or spans")]
     Empty(Signal),
@@ -33,7 +46,7 @@ impl Malformed {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Layout(e) => e.reason(),
-            Self::Protobuf { .. } => "invalid_otlp",
+            Self::Protobuf { .. } | Self::Otlp { .. } => "invalid_otlp",
             Self::Empty(_) => "empty",
         }
     }
@@ -53,6 +66,21 @@ pub fn decode_event(signal: Signal, fields: &[u8]) -> Result<Request, Malformed>
         return Err(Malformed::Empty(signal));
     }
     Ok(request)
+}
+
+/// Checks an event's fields as [`decode_event`] would decode them, without decoding the
+/// request: returns the request's protobuf bytes and how many items they hold.
+pub fn check_event(signal: Signal, fields: &[u8]) -> Result<(&[u8], u64), Malformed> {
+    let payload = layout::decode(fields)?;
+    let items = validate_request(signal, payload.buffer).map_err(|source| Malformed::Otlp {
+        signal,
+        len: payload.buffer.len(),
+        source,
+    })?;
+    if items == 0 {
+        return Err(Malformed::Empty(signal));
+    }
+    Ok((payload.buffer, items))
 }
 
 #[cfg(test)]

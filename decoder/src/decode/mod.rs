@@ -10,7 +10,7 @@ mod json;
 mod request;
 mod validate;
 
-pub use event::{Malformed, decode_event};
+pub use event::{Malformed, check_event, decode_event};
 pub use json::otlp_json_line;
 pub use request::{Request, Signal, TracepointNames};
 pub(crate) use request::{logs_items, metrics_items, traces_items};

@@ -1,20 +1,25 @@
-//! The `otlp-grpc` sink: OTLP/gRPC through the official tonic stubs.
+//! The `otlp-grpc` sink: OTLP/gRPC with tonic, sending each batch's protobuf bytes as
+//! they are.
 
+use std::marker::PhantomData;
 use std::time::Duration;
 
-use tonic::codec::CompressionEncoding;
+use bytes::{BufMut as _, Bytes};
+use http::uri::PathAndQuery;
+use tonic::client::Grpc;
+use tonic::codec::{Codec, CompressionEncoding, EncodeBuf, Encoder};
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
+use tonic_prost::ProstDecoder;
 use tonic_types::StatusExt as _;
-use ue_proto::collector::logs::v1::logs_service_client::LogsServiceClient;
-use ue_proto::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use ue_proto::collector::trace::v1::trace_service_client::TraceServiceClient;
+use ue_proto::collector::logs::v1::ExportLogsServiceResponse;
+use ue_proto::collector::metrics::v1::ExportMetricsServiceResponse;
+use ue_proto::collector::trace::v1::ExportTraceServiceResponse;
 
 use super::transport::PartialSuccess;
 use super::{OtlpConfig, Outcome, SinkError};
-use crate::batch::Batch;
-use crate::decode::Request;
+use crate::decode::Signal;
 
 /// What the OTLP specification says a failed call's status calls for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,11 +74,48 @@ fn metadata_map(headers: &[(String, String)]) -> Result<MetadataMap, SinkError> 
 /// An OTLP/gRPC client for every signal over one lazily connected channel.
 #[derive(Debug)]
 pub(crate) struct GrpcSink {
-    metrics: MetricsServiceClient<Channel>,
-    traces: TraceServiceClient<Channel>,
-    logs: LogsServiceClient<Channel>,
+    client: Grpc<Channel>,
     metadata: MetadataMap,
     timeout: Duration,
+}
+
+/// The OTLP services' export methods.
+const PATHS: [&str; 3] = [
+    "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+    "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+];
+
+/// A codec that sends an already encoded request as it is and decodes the response with
+/// prost. The generated stubs take a decoded message and encode it again for every
+/// attempt; a batch is already its encoding.
+struct Passthrough<R>(PhantomData<R>);
+
+impl<R: prost::Message + Default + Send + 'static> Codec for Passthrough<R> {
+    type Encode = Bytes;
+    type Decode = R;
+    type Encoder = BytesEncoder;
+    type Decoder = ProstDecoder<R>;
+
+    fn encoder(&mut self) -> BytesEncoder {
+        BytesEncoder
+    }
+
+    fn decoder(&mut self) -> ProstDecoder<R> {
+        ProstDecoder::default()
+    }
+}
+
+struct BytesEncoder;
+
+impl Encoder for BytesEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
 }
 
 impl GrpcSink {
@@ -97,39 +139,47 @@ impl GrpcSink {
         } else if !url.starts_with("http://") {
             return Err(invalid("scheme is not http or https".into()));
         }
-        let channel = endpoint.connect_lazy();
-        let mut metrics =
-            MetricsServiceClient::new(channel.clone()).accept_compressed(CompressionEncoding::Gzip);
-        let mut traces =
-            TraceServiceClient::new(channel.clone()).accept_compressed(CompressionEncoding::Gzip);
-        let mut logs = LogsServiceClient::new(channel).accept_compressed(CompressionEncoding::Gzip);
+        let mut client =
+            Grpc::new(endpoint.connect_lazy()).accept_compressed(CompressionEncoding::Gzip);
         if config.gzip {
-            metrics = metrics.send_compressed(CompressionEncoding::Gzip);
-            traces = traces.send_compressed(CompressionEncoding::Gzip);
-            logs = logs.send_compressed(CompressionEncoding::Gzip);
+            client = client.send_compressed(CompressionEncoding::Gzip);
         }
         Ok(Self {
-            metrics,
-            traces,
-            logs,
+            client,
             metadata: metadata_map(&config.headers)?,
             timeout: config.timeout,
         })
     }
 
-    /// One attempt at sending `batch`.
-    pub(crate) async fn send(&self, batch: &Batch) -> Outcome {
-        // tonic takes the message by value; a clone per attempt is the price of using the
-        // official stubs, small next to the network.
-        match &batch.request {
-            Request::Metrics(r) => {
-                outcome(self.metrics.clone().export(self.request(r.clone())).await)
+    /// One attempt at sending `protobuf`, an encoded `signal` request.
+    pub(crate) async fn send(&self, signal: Signal, protobuf: Bytes) -> Outcome {
+        match signal {
+            Signal::Metrics => {
+                outcome(self.call::<ExportMetricsServiceResponse>(0, protobuf).await)
             }
-            Request::Traces(r) => {
-                outcome(self.traces.clone().export(self.request(r.clone())).await)
-            }
-            Request::Logs(r) => outcome(self.logs.clone().export(self.request(r.clone())).await),
+            Signal::Traces => outcome(self.call::<ExportTraceServiceResponse>(1, protobuf).await),
+            Signal::Logs => outcome(self.call::<ExportLogsServiceResponse>(2, protobuf).await),
         }
+    }
+
+    /// The unary call the generated client's `export` makes, with the bytes as they are.
+    async fn call<R: prost::Message + Default + Send + 'static>(
+        &self,
+        path: usize,
+        protobuf: Bytes,
+    ) -> Result<tonic::Response<R>, Status> {
+        let mut client = self.client.clone();
+        client
+            .ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("the channel is not ready: {e}")))?;
+        client
+            .unary(
+                self.request(protobuf),
+                PathAndQuery::from_static(PATHS[path]),
+                Passthrough::<R>(PhantomData),
+            )
+            .await
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {

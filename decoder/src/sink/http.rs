@@ -132,12 +132,12 @@ impl HttpSink {
 
     /// The body for `batch`, encoded once for all its attempts.
     pub(crate) fn encode(&self, batch: &Batch) -> Result<Bytes, String> {
-        let body = batch.request.encode_to_vec();
+        let body = batch.protobuf();
         if !self.gzip {
-            return Ok(body.into());
+            return Ok(Bytes::copy_from_slice(body));
         }
         let mut gz = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
-        gz.write_all(&body)
+        gz.write_all(body)
             .and_then(|()| gz.finish())
             .map(Bytes::from)
             .map_err(|e| format!("gzip: {e}"))
@@ -432,6 +432,6 @@ mod tests {
         flate2::read::GzDecoder::new(&body[..])
             .read_to_end(&mut plain)
             .unwrap();
-        assert_eq!(plain, batch.request.encode_to_vec());
+        assert_eq!(plain, batch.request().unwrap().encode_to_vec());
     }
 }

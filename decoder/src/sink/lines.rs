@@ -52,10 +52,11 @@ impl LineSink {
     }
 
     /// The line for `batch`, newline included.
-    pub(crate) fn encode(batch: &Batch) -> Vec<u8> {
-        let mut line = otlp_json_line(&batch.request).into_bytes();
+    pub(crate) fn encode(batch: &Batch) -> Result<Vec<u8>, String> {
+        let request = batch.request().map_err(|e| e.to_string())?;
+        let mut line = otlp_json_line(request).into_bytes();
         line.push(b'\n');
-        line
+        Ok(line)
     }
 
     /// Writes one line. The write blocks (a full pipe, a slow disk), so it runs on tokio's
@@ -96,7 +97,7 @@ mod tests {
         for _ in 0..2 {
             // Reopening appends rather than truncates.
             let sink = LineSink::file(&path).unwrap();
-            let outcome = sink.send(LineSink::encode(&batch)).await;
+            let outcome = sink.send(LineSink::encode(&batch).unwrap()).await;
             assert!(matches!(outcome, Outcome::Sent { rejected: 0, .. }));
         }
         let text = std::fs::read_to_string(&path).unwrap();

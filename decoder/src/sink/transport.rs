@@ -115,16 +115,16 @@ impl Transport {
     pub(crate) fn encode(&self, batch: &Batch) -> Result<Bytes, String> {
         match self {
             Self::Http(h) => h.encode(batch),
-            // tonic encodes the message itself.
-            Self::Grpc(_) => Ok(Bytes::new()),
-            Self::Lines(_) => Ok(lines::LineSink::encode(batch).into()),
+            // tonic compresses, if asked to, as it frames the message.
+            Self::Grpc(_) => Ok(Bytes::copy_from_slice(batch.protobuf())),
+            Self::Lines(_) => lines::LineSink::encode(batch).map(Bytes::from),
         }
     }
 
     pub(crate) async fn send(&self, batch: &Batch, payload: &Bytes) -> Outcome {
         match self {
             Self::Http(h) => h.send(batch.signal(), payload.clone()).await,
-            Self::Grpc(g) => g.send(batch).await,
+            Self::Grpc(g) => g.send(batch.signal(), payload.clone()).await,
             Self::Lines(l) => l.send(payload.to_vec()).await,
         }
     }

@@ -246,7 +246,7 @@ fn every_point_and_span_arrives_once_intact_under_sustained_load() {
             "{protocol:?}: spans arrive exactly once, intact"
         );
     }
-    // Batching merged the many events into few requests.
+    // Batching gathered the many events into few requests.
     let requests = received
         .iter()
         .filter(|r| r.protocol == Protocol::Http)
