@@ -1,0 +1,315 @@
+//! `ue-decoder-bench`: the decoder's forwarding cost per item, in this process.
+//!
+//! Events are made by the project's own exporters (counter points with 3 attributes, spans
+//! with 6 attributes and an event, log records with 3 attributes), packed into 8,168-byte
+//! events as on a real host, and written to the daemon's in-memory event source; the daemon
+//! (`ue_decoder::run`, the same code as `ue-decoder run` past the perf rings) checks, batches
+//! and sends them to an `otlp-receiver` process over OTLP/HTTP or gRPC. Reported: items per
+//! second of decoder CPU (this process's CPU, all threads, minus the thread that writes the
+//! events into the source), and this process's peak RSS.
+//!
+//! ```sh
+//! otlp-receiver --http 127.0.0.1:4318 --grpc 127.0.0.1:4317 &
+//! ue-decoder-bench --signal metrics --protocol http --items 2000000
+//! ```
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use opentelemetry::KeyValue;
+use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::{BatchLogProcessor, SdkLoggerProvider};
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use otlp_user_events::{EventCapture, LogExporter, MetricsExporter, UserEventsSpanProcessor};
+use ue_decoder::{
+    BatchConfig, ForwardConfig, MemorySource, OtlpConfig, Protocol, RunConfig, Signal, SinkConfig,
+};
+
+/// Measures the decoder forwarding one signal's events.
+#[derive(Parser, Debug)]
+#[command(name = "ue-decoder-bench")]
+struct Args {
+    /// metrics, traces or logs.
+    #[arg(long, default_value = "metrics")]
+    signal: String,
+    /// http or grpc.
+    #[arg(long, default_value = "http")]
+    protocol: String,
+    /// The receiver: http://127.0.0.1:4318 for HTTP, http://127.0.0.1:4317 for gRPC.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Items to forward in all.
+    #[arg(long, default_value_t = 1_000_000)]
+    items: u64,
+    /// Compress with gzip.
+    #[arg(long)]
+    gzip: bool,
+    /// Decode and merge (`ue-decoder run --merge`) instead of forwarding the bytes.
+    #[arg(long)]
+    merge: bool,
+    /// The sink's queue bound in MiB. The events come faster than one connection to the
+    /// receiver takes them; a large queue keeps the run free of drops, so that every item
+    /// is counted (the peak RSS then includes what waited in it).
+    #[arg(long, default_value_t = 1024)]
+    queue_mib: usize,
+}
+
+/// The events of one round: each event's fields, and the items in all of them.
+fn events(signal: Signal) -> Result<(Vec<Vec<u8>>, u64)> {
+    let capture = EventCapture::new();
+    let resource = Resource::builder_empty()
+        .with_attributes([
+            KeyValue::new("service.name", "checkout"),
+            KeyValue::new("host.name", "web-17"),
+        ])
+        .build();
+    let items = match signal {
+        Signal::Metrics => {
+            let exporter = MetricsExporter::builder()
+                .with_capture(capture.clone())
+                .with_temporality(Temporality::Delta)
+                .build()?;
+            let provider = SdkMeterProvider::builder()
+                .with_resource(resource)
+                .with_reader(
+                    PeriodicReader::builder(exporter)
+                        .with_interval(Duration::from_secs(3600))
+                        .build(),
+                )
+                .build();
+            let counter = provider.meter("bench").u64_counter("requests").build();
+            let n = 2_000;
+            for i in 0..n {
+                counter.add(
+                    1,
+                    &[
+                        KeyValue::new("http.route", format!("/api/v1/item/{i}")),
+                        KeyValue::new("http.method", "GET"),
+                        KeyValue::new("status", "200"),
+                    ],
+                );
+            }
+            provider.force_flush()?;
+            provider.shutdown()?;
+            n
+        }
+        Signal::Traces => {
+            let processor = UserEventsSpanProcessor::builder()
+                .with_capture(capture.clone())
+                .build()?;
+            let provider = SdkTracerProvider::builder()
+                .with_resource(resource)
+                .with_span_processor(processor)
+                .build();
+            let tracer = provider.tracer("bench");
+            let n = 10_000;
+            for i in 0..n {
+                let mut span = tracer
+                    .span_builder("GET /api/users/{id}")
+                    .with_kind(SpanKind::Server)
+                    .with_attributes([
+                        KeyValue::new("http.request.method", "GET"),
+                        KeyValue::new("http.route", "/api/users/{id}"),
+                        KeyValue::new("http.response.status_code", 200),
+                        KeyValue::new("server.address", "api.example.com"),
+                        KeyValue::new("user.id", (i % 1000) as i64),
+                        KeyValue::new("cache.hit", i % 3 == 0),
+                    ])
+                    .start(&tracer);
+                span.add_event(
+                    "db.query",
+                    vec![KeyValue::new(
+                        "db.statement",
+                        "SELECT * FROM users WHERE id = ?",
+                    )],
+                );
+                span.end();
+            }
+            provider.force_flush()?;
+            provider.shutdown()?;
+            n
+        }
+        Signal::Logs => {
+            let exporter = LogExporter::builder()
+                .with_capture(capture.clone())
+                .build()?;
+            let provider = SdkLoggerProvider::builder()
+                .with_resource(resource)
+                .with_log_processor(BatchLogProcessor::builder(exporter).build())
+                .build();
+            let logger = provider.logger("bench");
+            let n = 10_000;
+            for i in 0..n {
+                let mut record = logger.create_log_record();
+                record.set_severity_number(Severity::Info);
+                record.set_severity_text("INFO");
+                record.set_body(format!("request {i} served").into());
+                record.add_attribute("http.route", "/api/users/{id}");
+                record.add_attribute("user.id", i as i64 % 1000);
+                record.add_attribute("cache.hit", i % 3 == 0);
+                logger.emit(record);
+            }
+            provider.force_flush()?;
+            provider.shutdown()?;
+            n
+        }
+    };
+    let events = capture.take();
+    // What the events hold, as the decoder counts it (the SDK caps a metric's series at
+    // its cardinality limit).
+    let mut held = 0;
+    for event in &events {
+        held += ue_decoder::check_event(signal, event)?.1;
+    }
+    if events.is_empty() || held > items {
+        bail!(
+            "the exporter wrote {} events holding {held} items",
+            events.len()
+        );
+    }
+    Ok((events, held))
+}
+
+fn cpu_time(who: libc::c_int) -> Duration {
+    // SAFETY: getrusage writes one rusage into the zeroed struct it is given.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn peak_rss_kib() -> i64 {
+    // SAFETY: as in `cpu_time`.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru.ru_maxrss
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let signal: Signal = match args.signal.as_str() {
+        "metrics" => Signal::Metrics,
+        "traces" => Signal::Traces,
+        "logs" => Signal::Logs,
+        s => bail!("unknown signal {s:?}: metrics, traces or logs"),
+    };
+    let protocol = match args.protocol.as_str() {
+        "http" => Protocol::HttpProtobuf,
+        "grpc" => Protocol::Grpc,
+        p => bail!("unknown protocol {p:?}: http or grpc"),
+    };
+    let (events, per_round) = events(signal)?;
+    let rounds = args.items.div_ceil(per_round);
+    let bytes: usize = events.iter().map(Vec::len).sum();
+
+    let mut otlp = OtlpConfig::new(protocol);
+    otlp.endpoint = args
+        .endpoint
+        .unwrap_or_else(|| protocol.default_endpoint().into());
+    otlp.gzip = args.gzip;
+    let config = RunConfig {
+        forward: ForwardConfig {
+            batch: BatchConfig {
+                merge: args.merge,
+                ..BatchConfig::default()
+            },
+            sinks: vec![SinkConfig::Otlp(otlp)],
+            queue_bytes: args.queue_mib << 20,
+            ..ForwardConfig::default()
+        },
+        stats_interval: Duration::from_secs(3600),
+        self_metrics: false,
+    };
+
+    // As many events as 8 perf rings of 1 MiB hold.
+    let capacity = 1024;
+    let source = MemorySource::new(capacity);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let daemon = {
+        let source = source.clone();
+        thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(ue_decoder::run(
+                source,
+                config,
+                async {
+                    let _ = stop_rx.await;
+                },
+                move || {
+                    let _ = ready_tx.send(());
+                },
+            ))
+        })
+    };
+    ready_rx.recv().context("the daemon did not start")?;
+
+    let cpu_before = cpu_time(libc::RUSAGE_SELF);
+    let wall = Instant::now();
+    // This thread stands in for the kernel writing into the rings; its CPU is not the
+    // decoder's and is taken out below.
+    let writer_before = cpu_time(libc::RUSAGE_THREAD);
+    let events = Arc::new(events);
+    for round in 0..rounds {
+        for (i, event) in events.iter().enumerate() {
+            while source.pending() >= capacity / 2 {
+                thread::sleep(Duration::from_micros(200));
+            }
+            source.write_fields((round as usize + i) as u32 % 8, signal, event.clone());
+        }
+    }
+    while source.pending() > 0 {
+        thread::sleep(Duration::from_millis(1));
+    }
+    let writer = cpu_time(libc::RUSAGE_THREAD) - writer_before;
+    let _ = stop_tx.send(());
+    let snapshot = daemon
+        .join()
+        .map_err(|_| anyhow::anyhow!("the daemon panicked"))??;
+    let elapsed = wall.elapsed();
+    let cpu = cpu_time(libc::RUSAGE_SELF) - cpu_before - writer;
+
+    let items = rounds * per_round;
+    let sent: u64 = snapshot.sinks.iter().map(|s| s.items_sent).sum();
+    let dropped: u64 = snapshot.sinks.iter().map(|s| s.dropped_total()).sum();
+    println!(
+        "{signal} over {} (gzip {}, merge {}): {items} items in {} events of {:.0} bytes \
+         ({:.1} MB), sent {sent}, dropped {dropped}, lost {}\n  decoder CPU {:.3} s \
+         (wall {:.3} s): {:.0} items/s per core, {:.0} ns per item; peak RSS {} KiB",
+        args.protocol,
+        args.gzip,
+        args.merge,
+        rounds as usize * events.len(),
+        bytes as f64 / events.len() as f64,
+        (bytes as u64 * rounds) as f64 / 1e6,
+        source.lost(),
+        cpu.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        items as f64 / cpu.as_secs_f64(),
+        cpu.as_nanos() as f64 / items as f64,
+        peak_rss_kib(),
+    );
+    if sent != items || source.lost() > 0 {
+        bail!(
+            "not everything arrived: {sent} of {items} sent, {} lost",
+            source.lost()
+        );
+    }
+    Ok(())
+}
