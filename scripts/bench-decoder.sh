@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The decoder's forwarding cost (issue 12): items per second of decoder CPU and peak RSS,
-# for each signal, over OTLP/HTTP and OTLP/gRPC, with and without gzip, forwarding the
+# for each signal, over OTLP/HTTP and OTLP/gRPC, uncompressed, gzip and zstd, forwarding the
 # events' own bytes (the default) and decoding and merging them (`--merge`, the path before).
 # Events come from the project's own exporters (bench/src/bin/ue-decoder-bench.rs says how);
 # the receiver is the tests' otlp-receiver on 127.0.0.1, in its own process.
@@ -22,7 +22,7 @@ for signal in metrics traces logs; do
     for protocol in http grpc; do
         port=$http_port
         [ "$protocol" = grpc ] && port=$grpc_port
-        for flags in "" "--gzip" "--merge --gzip"; do
+        for flags in "" "--compression gzip" "--compression zstd" "--merge --compression gzip"; do
             # shellcheck disable=SC2086 # flags are words
             "$target/release/ue-decoder-bench" --signal "$signal" --protocol "$protocol" \
                 --endpoint "http://127.0.0.1:$port" --items "$items" $flags |

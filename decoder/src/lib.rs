@@ -64,6 +64,8 @@ pub use kernel::{
     Event, Format, FormatError, FormatField, LayoutMismatch, ReaderConfig, ReaderError,
     Registration, Tracefs, TracepointReader,
 };
-pub use sink::{OtlpConfig, Protocol, RetryConfig, SinkConfig, SinkError, SinkSet, SinkSnapshot};
+pub use sink::{
+    Compression, OtlpConfig, Protocol, RetryConfig, SinkConfig, SinkError, SinkSet, SinkSnapshot,
+};
 /// The OTLP message types that [`Request`] carries.
 pub use ue_proto as proto;

@@ -552,14 +552,17 @@ impl Receiver {
             let otlp = Arc::new(GrpcOtlp(Arc::clone(&self.shared)));
             let metrics = MetricsServiceServer::from_arc(Arc::clone(&otlp))
                 .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(MAX_MESSAGE);
             let traces = TraceServiceServer::from_arc(Arc::clone(&otlp))
                 .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(MAX_MESSAGE);
             let logs = LogsServiceServer::from_arc(otlp)
                 .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(MAX_MESSAGE);
             let service = service_fn(move |req: hyper::Request<Incoming>| {
@@ -839,6 +842,10 @@ async fn handle_http(
             }
             plain_body
         }
+        Some(b"zstd") => match zstd::decode_all(&body[..]) {
+            Ok(plain_body) => plain_body,
+            Err(e) => return Ok(plain(StatusCode::BAD_REQUEST, format!("unzstd: {e}"))),
+        },
         Some(other) => {
             return Ok(plain(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -10,8 +10,8 @@ use tests::otlp;
 use tests::receiver::{Protocol, Received, Receiver, Respond};
 use tonic::Code;
 use ue_decoder::{
-    Batch, OtlpConfig, Protocol as Transport, Request, RetryConfig, Signal, SinkConfig, SinkSet,
-    SinkSnapshot,
+    Batch, Compression, OtlpConfig, Protocol as Transport, Request, RetryConfig, Signal,
+    SinkConfig, SinkSet, SinkSnapshot,
 };
 
 /// Waits this long at most for anything the tests expect to happen.
@@ -35,7 +35,7 @@ fn http(endpoint: String) -> OtlpConfig {
         endpoint,
         headers: Vec::new(),
         timeout: Duration::from_secs(2),
-        gzip: false,
+        compression: Compression::None,
         retry: fast_retry(),
     }
 }
@@ -46,7 +46,7 @@ fn grpc(endpoint: String) -> OtlpConfig {
         endpoint,
         headers: Vec::new(),
         timeout: Duration::from_secs(2),
-        gzip: false,
+        compression: Compression::None,
         retry: fast_retry(),
     }
 }
@@ -99,7 +99,7 @@ fn gaps(received: &[Received]) -> Vec<Duration> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_delivers_batches_with_headers_plain_and_gzip() {
+async fn http_delivers_batches_with_headers_plain_gzip_and_zstd() {
     let receiver = Receiver::start().await.unwrap();
     let plain = OtlpConfig {
         headers: vec![("x-tenant".into(), "plain".into())],
@@ -107,17 +107,26 @@ async fn http_delivers_batches_with_headers_plain_and_gzip() {
     };
     let gzip = OtlpConfig {
         headers: vec![("Authorization".into(), "Bearer gz".into())],
-        gzip: true,
+        compression: Compression::Gzip,
+        ..http(receiver.http_endpoint())
+    };
+    let zstd = OtlpConfig {
+        headers: vec![("x-tenant".into(), "zstd".into())],
+        compression: Compression::Zstd,
         ..http(receiver.http_endpoint())
     };
     let set = start(
-        vec![SinkConfig::Otlp(plain), SinkConfig::Otlp(gzip)],
+        vec![
+            SinkConfig::Otlp(plain),
+            SinkConfig::Otlp(gzip),
+            SinkConfig::Otlp(zstd),
+        ],
         1 << 20,
     );
     let (t, m) = (traces("http", 3), metrics("http", 2));
     set.submit(Arc::clone(&t));
     set.submit(Arc::clone(&m));
-    for i in 0..2 {
+    for i in 0..3 {
         let s = wait_for(&set, i, |s| s.batches_sent == 2).await;
         assert_eq!(s.items_sent, 5);
         assert_eq!(s.bytes_sent, (t.bytes + m.bytes) as u64);
@@ -131,7 +140,7 @@ async fn http_delivers_batches_with_headers_plain_and_gzip() {
     );
 
     let received = receiver.received();
-    assert_eq!(received.len(), 4);
+    assert_eq!(received.len(), 6);
     for r in &received {
         assert_eq!(r.protocol, Protocol::Http);
         assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
@@ -141,12 +150,12 @@ async fn http_delivers_batches_with_headers_plain_and_gzip() {
             sent.request().unwrap(),
             "decodes to exactly what was sent"
         );
-        if r.header("x-tenant").is_some() {
-            assert_eq!(r.header("x-tenant"), Some("plain"));
-            assert_eq!(r.header("content-encoding"), None);
-        } else {
-            assert_eq!(r.header("authorization"), Some("Bearer gz"));
-            assert_eq!(r.header("content-encoding"), Some("gzip"));
+        let encoding = r.header("content-encoding");
+        match (r.header("x-tenant"), r.header("authorization")) {
+            (Some("plain"), None) => assert_eq!(encoding, None),
+            (Some("zstd"), None) => assert_eq!(encoding, Some("zstd")),
+            (None, Some("Bearer gz")) => assert_eq!(encoding, Some("gzip")),
+            other => panic!("headers mixed up: {other:?}"),
         }
     }
     assert_eq!(
@@ -154,14 +163,14 @@ async fn http_delivers_batches_with_headers_plain_and_gzip() {
             .iter()
             .filter(|r| r.header("content-encoding").is_some())
             .count(),
-        2
+        4
     );
-    assert_eq!(receiver.accepted_items(Signal::Traces), 6);
-    assert_eq!(receiver.accepted_items(Signal::Metrics), 4);
+    assert_eq!(receiver.accepted_items(Signal::Traces), 9);
+    assert_eq!(receiver.accepted_items(Signal::Metrics), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_delivers_batches_with_metadata_plain_and_gzip() {
+async fn grpc_delivers_batches_with_metadata_plain_gzip_and_zstd() {
     let receiver = Receiver::start().await.unwrap();
     let plain = OtlpConfig {
         headers: vec![("X-Tenant".into(), "plain".into())],
@@ -169,22 +178,31 @@ async fn grpc_delivers_batches_with_metadata_plain_and_gzip() {
     };
     let gzip = OtlpConfig {
         headers: vec![("x-tenant".into(), "gz".into())],
-        gzip: true,
+        compression: Compression::Gzip,
+        ..grpc(receiver.grpc_endpoint())
+    };
+    let zstd = OtlpConfig {
+        headers: vec![("x-tenant".into(), "zstd".into())],
+        compression: Compression::Zstd,
         ..grpc(receiver.grpc_endpoint())
     };
     let set = start(
-        vec![SinkConfig::Otlp(plain), SinkConfig::Otlp(gzip)],
+        vec![
+            SinkConfig::Otlp(plain),
+            SinkConfig::Otlp(gzip),
+            SinkConfig::Otlp(zstd),
+        ],
         1 << 20,
     );
     let (t, m) = (traces("grpc", 4), metrics("grpc", 3));
     set.submit(Arc::clone(&t));
     set.submit(Arc::clone(&m));
-    for i in 0..2 {
+    for i in 0..3 {
         let s = wait_for(&set, i, |s| s.batches_sent == 2).await;
         assert_eq!((s.items_sent, s.retries, s.dropped_total()), (7, 0, 0));
     }
     let received = receiver.received();
-    assert_eq!(received.len(), 4);
+    assert_eq!(received.len(), 6);
     for r in &received {
         assert_eq!(r.protocol, Protocol::Grpc);
         let sent = if r.signal() == Signal::Traces { &t } else { &m };
@@ -192,6 +210,7 @@ async fn grpc_delivers_batches_with_metadata_plain_and_gzip() {
         match r.header("x-tenant") {
             Some("plain") => assert_eq!(r.header("grpc-encoding"), None),
             Some("gz") => assert_eq!(r.header("grpc-encoding"), Some("gzip")),
+            Some("zstd") => assert_eq!(r.header("grpc-encoding"), Some("zstd")),
             other => panic!("metadata lost: {other:?}"),
         }
     }
@@ -744,7 +763,7 @@ async fn log_records_go_to_v1_logs_and_the_grpc_logs_service() {
     let set = start(
         vec![
             SinkConfig::Otlp(OtlpConfig {
-                gzip: true,
+                compression: Compression::Gzip,
                 ..http(receiver.http_endpoint())
             }),
             SinkConfig::Otlp(grpc(receiver.grpc_endpoint())),

@@ -29,7 +29,8 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use otlp_user_events::{EventCapture, LogExporter, MetricsExporter, UserEventsSpanProcessor};
 use ue_decoder::{
-    BatchConfig, ForwardConfig, MemorySource, OtlpConfig, Protocol, RunConfig, Signal, SinkConfig,
+    BatchConfig, Compression, ForwardConfig, MemorySource, OtlpConfig, Protocol, RunConfig, Signal,
+    SinkConfig,
 };
 
 /// Measures the decoder forwarding one signal's events.
@@ -48,9 +49,9 @@ struct Args {
     /// Items to forward in all.
     #[arg(long, default_value_t = 1_000_000)]
     items: u64,
-    /// Compress with gzip.
-    #[arg(long)]
-    gzip: bool,
+    /// none, gzip or zstd.
+    #[arg(long, default_value = "none")]
+    compression: String,
     /// Decode and merge (`ue-decoder run --merge`) instead of forwarding the bytes.
     #[arg(long)]
     merge: bool,
@@ -218,7 +219,12 @@ fn main() -> Result<()> {
     otlp.endpoint = args
         .endpoint
         .unwrap_or_else(|| protocol.default_endpoint().into());
-    otlp.gzip = args.gzip;
+    otlp.compression = match args.compression.as_str() {
+        "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "zstd" => Compression::Zstd,
+        c => bail!("unknown compression {c:?}: none, gzip or zstd"),
+    };
     let config = RunConfig {
         forward: ForwardConfig {
             batch: BatchConfig {
@@ -289,11 +295,11 @@ fn main() -> Result<()> {
     let sent: u64 = snapshot.sinks.iter().map(|s| s.items_sent).sum();
     let dropped: u64 = snapshot.sinks.iter().map(|s| s.dropped_total()).sum();
     println!(
-        "{signal} over {} (gzip {}, merge {}): {items} items in {} events of {:.0} bytes \
+        "{signal} over {} ({}, merge {}): {items} items in {} events of {:.0} bytes \
          ({:.1} MB), sent {sent}, dropped {dropped}, lost {}\n  decoder CPU {:.3} s \
          (wall {:.3} s): {:.0} items/s per core, {:.0} ns per item; peak RSS {} KiB",
         args.protocol,
-        args.gzip,
+        args.compression,
         args.merge,
         rounds as usize * events.len(),
         bytes as f64 / events.len() as f64,

@@ -18,7 +18,7 @@ use ue_proto::collector::metrics::v1::ExportMetricsServiceResponse;
 use ue_proto::collector::trace::v1::ExportTraceServiceResponse;
 
 use super::transport::PartialSuccess;
-use super::{OtlpConfig, Outcome, SinkError};
+use super::{Compression, OtlpConfig, Outcome, SinkError};
 use crate::decode::Signal;
 
 /// What the OTLP specification says a failed call's status calls for.
@@ -139,10 +139,13 @@ impl GrpcSink {
         } else if !url.starts_with("http://") {
             return Err(invalid("scheme is not http or https".into()));
         }
-        let mut client =
-            Grpc::new(endpoint.connect_lazy()).accept_compressed(CompressionEncoding::Gzip);
-        if config.gzip {
-            client = client.send_compressed(CompressionEncoding::Gzip);
+        let mut client = Grpc::new(endpoint.connect_lazy())
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd);
+        match config.compression {
+            Compression::Gzip => client = client.send_compressed(CompressionEncoding::Gzip),
+            Compression::Zstd => client = client.send_compressed(CompressionEncoding::Zstd),
+            _ => {}
         }
         Ok(Self {
             client,

@@ -18,7 +18,7 @@ mod retry;
 mod set;
 mod transport;
 
-pub use config::{OtlpConfig, Protocol, SinkConfig, SinkError};
+pub use config::{Compression, OtlpConfig, Protocol, SinkConfig, SinkError};
 pub use queue::SinkSnapshot;
 pub use retry::RetryConfig;
 pub use set::SinkSet;

@@ -17,7 +17,9 @@ use tests::block_on;
 use tests::kernel;
 use tests::otlp::{log_records, log_records_of_events};
 use tests::receiver::{Protocol, Received, Receiver};
-use ue_decoder::{OtlpConfig, Protocol as Transport, Request, Signal, SinkConfig, TracepointNames};
+use ue_decoder::{
+    Compression, OtlpConfig, Protocol as Transport, Request, Signal, SinkConfig, TracepointNames,
+};
 use ue_proto::common::v1::any_value;
 use ue_wire::layout;
 
@@ -140,7 +142,7 @@ fn every_log_record_arrives_once_intact_over_http_and_grpc() {
         vec![
             SinkConfig::Otlp(OtlpConfig {
                 endpoint: receiver.http_endpoint(),
-                gzip: true,
+                compression: Compression::Gzip,
                 retry: retry(),
                 ..OtlpConfig::default()
             }),

@@ -18,8 +18,8 @@ use tests::receiver::{Protocol, Received, Receiver};
 use tests::sdk::{full_span, provider_with, record_series};
 use tests::tee::{TeeMetrics, TeeSpans};
 use ue_decoder::{
-    ForwardConfig, OtlpConfig, PerfSource, Protocol as Transport, ReaderConfig, Request,
-    RetryConfig, RunConfig, Signal, SinkConfig, TracepointNames,
+    Compression, ForwardConfig, OtlpConfig, PerfSource, Protocol as Transport, ReaderConfig,
+    Request, RetryConfig, RunConfig, Signal, SinkConfig, TracepointNames,
 };
 use ue_proto::metrics::v1::{metric::Data, number_data_point};
 
@@ -124,13 +124,13 @@ fn every_point_and_span_arrives_once_intact_under_sustained_load() {
         vec![
             SinkConfig::Otlp(OtlpConfig {
                 endpoint: receiver.http_endpoint(),
-                gzip: true,
+                compression: Compression::Gzip,
                 retry: retry(),
                 ..OtlpConfig::default()
             }),
             SinkConfig::Otlp(OtlpConfig {
                 endpoint: receiver.grpc_endpoint(),
-                gzip: true,
+                compression: Compression::Gzip,
                 retry: retry(),
                 ..OtlpConfig::new(Transport::Grpc)
             }),
