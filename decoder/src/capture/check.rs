@@ -3,7 +3,6 @@
 //! terabytes. The header, the feature table and the event descriptions are checked
 //! against the file's length first.
 
-use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
@@ -28,7 +27,7 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Reads `len` bytes at `offset` (the caller checked they are inside the file).
-fn read_at(file: &mut File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+fn read_at(file: &mut (impl Read + Seek), offset: u64, len: u64) -> io::Result<Vec<u8>> {
     file.seek(SeekFrom::Start(offset))?;
     let mut buf = vec![0; usize::try_from(len).map_err(io::Error::other)?];
     file.read_exact(&mut buf)?;
@@ -38,13 +37,13 @@ fn read_at(file: &mut File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
 /// Checks a perf.data file's structure before `linux-perf-data` parses it: that crate
 /// trusts the sizes in the file (a corrupt count can make it allocate terabytes), so
 /// every section it reads while opening must lie inside the file and the event
-/// descriptions must add up.
+/// descriptions must add up. Returns where the data section is.
 pub(super) fn check_file(
-    file: &mut File,
+    file: &mut (impl Read + Seek),
     file_len: u64,
     path: &Path,
     names: &TracepointNames,
-) -> Result<(), PerfDataError> {
+) -> Result<Section, PerfDataError> {
     let io = |e: io::Error| PerfDataError::io(path, e);
     let problem = |p: HeaderProblem| p.into_error(path, names);
     let mut head = [0u8; HEADER_LEN];
@@ -58,13 +57,24 @@ pub(super) fn check_file(
         ))));
     }
     let table = read_at(file, header.data.end(), table_len).map_err(io)?;
-    let event_desc = feature_sections(&table, &header.features, file_len)
-        .map_err(problem)?
+    let sections = feature_sections(&table, &header.features, file_len).map_err(problem)?;
+    // linux-perf-data reads every feature section into memory when it opens the file.
+    let feature_bytes = sections
+        .iter()
+        .fold(0u64, |sum, (_, section)| sum.saturating_add(section.size));
+    if feature_bytes > MAX_FEATURE_BYTES {
+        return Err(problem(HeaderProblem::Corrupt(format!(
+            "its feature sections add up to {feature_bytes} bytes, more than the \
+             {MAX_FEATURE_BYTES} this decoder reads (perf writes a few kilobytes)"
+        ))));
+    }
+    let event_desc = sections
         .into_iter()
         .find_map(|(feature, section)| (feature == FEATURE_EVENT_DESC).then_some(section))
         .ok_or_else(|| problem(HeaderProblem::NoEventNames))?;
     let bytes = read_at(file, event_desc.offset, event_desc.size).map_err(io)?;
-    check_event_desc(&bytes).map_err(problem)
+    check_event_desc(&bytes).map_err(problem)?;
+    Ok(header.data)
 }
 
 /// Size of `struct perf_file_header`.
@@ -73,14 +83,17 @@ const HEADER_LEN: usize = 104;
 const MAGIC: u64 = u64::from_le_bytes(*b"PERFILE2");
 /// The feature bit of `HEADER_EVENT_DESC`: every event's attr, name and sample ids.
 const FEATURE_EVENT_DESC: u32 = 12;
+/// The most bytes of feature sections (build ids, command line, CPU topology, event
+/// descriptions...) a file may have: `linux-perf-data` loads them all when it opens it.
+const MAX_FEATURE_BYTES: u64 = 16 << 20;
 /// The smallest `perf_event_attr` (`PERF_ATTR_SIZE_VER0`).
 const ATTR_SIZE_VER0: u64 = 64;
 
 /// A `perf_file_section`: where a part of the file is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Section {
-    offset: u64,
-    size: u64,
+pub(super) struct Section {
+    pub(super) offset: u64,
+    pub(super) size: u64,
 }
 
 impl Section {
