@@ -47,6 +47,8 @@ def sample_record(fields, cpu):
 
 def main():
     captures = sorted(glob.glob(os.path.join(ROOT, "tests", "fixtures", "**", "*.perf.data"), recursive=True))
+    # A million records per input: seconds per run, which would starve the fuzzer.
+    captures = [c for c in captures if not c.endswith("sorter-flood.perf.data")]
     fields = []
     for path in captures:
         data = open(path, "rb").read()

@@ -117,7 +117,15 @@ impl std::fmt::Display for PerfDataStats {
             self.items,
             self.malformed,
             self.lost_total()
-        )
+        )?;
+        if self.split_rounds > 0 {
+            write!(
+                f,
+                ", {} rounds too large to sort whole (events may be out of time order)",
+                self.split_rounds
+            )?;
+        }
+        Ok(())
     }
 }
 

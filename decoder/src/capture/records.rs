@@ -32,8 +32,9 @@ pub(crate) const MAX_DECOMPRESSED: u64 = 32 << 20;
 /// The most bytes of records held for sorting at once, counting
 /// [`RECORD_OVERHEAD`] for each.
 pub(crate) const MAX_BUFFERED: usize = 32 << 20;
-/// What holding one record costs besides its body: the key, the vector and the queue slot.
-const RECORD_OVERHEAD: usize = 64;
+/// What holding one record costs besides its body: its key and slot (72 bytes), the
+/// allocator's header of its body, and room for the vectors' growth.
+const RECORD_OVERHEAD: usize = 128;
 /// Size of `struct perf_event_header`.
 const HEADER_LEN: usize = 8;
 /// The size of the chunks compressed records are decompressed in.
@@ -85,6 +86,9 @@ pub(crate) struct Records<R> {
     scratch: Vec<u8>,
     dctx: Option<zstd_safe::DCtx<'static>>,
     chunk: Vec<u8>,
+    /// The compressed record being decompressed, one chunk per call of `next` that needs
+    /// records, so that its records never pile up.
+    compressed: Option<Compressed>,
     /// Decompressed bytes that do not make a whole record yet (less than 64 KiB).
     partial: Vec<u8>,
     seq: u64,
@@ -150,6 +154,7 @@ impl<R: Read> Records<R> {
             scratch: Vec::new(),
             dctx: None,
             chunk: Vec::new(),
+            compressed: None,
             partial: Vec::new(),
             seq: 0,
         }
@@ -177,6 +182,10 @@ impl<R: Read> Records<R> {
             if let Some(kept) = self.sorter.outgoing.pop_front() {
                 self.sorter.buffered -= kept.body.len() + RECORD_OVERHEAD;
                 return Ok(Some(kept));
+            }
+            if self.compressed.is_some() {
+                self.decompress_chunk()?;
+                continue;
             }
             if self.remaining == 0 {
                 self.sorter.finish();
@@ -211,16 +220,16 @@ impl<R: Read> Records<R> {
     fn dispatch(&mut self, kind: u32, misc: u16, body: &[u8]) -> Result<(), RecordsError> {
         match kind {
             PERF_RECORD_FINISHED_ROUND => self.sorter.finish_round(),
-            PERF_RECORD_COMPRESSED => self.decompress(body)?,
+            PERF_RECORD_COMPRESSED => self.start_decompressing(body, 0),
             PERF_RECORD_COMPRESSED2 => {
                 // u64 data_size, then the compressed bytes, then padding.
-                let data = body
+                let len = body
                     .get(..8)
                     .map(|n| u64::from_ne_bytes(n.try_into().expect("8 bytes")))
                     .and_then(|n| usize::try_from(n).ok())
-                    .and_then(|n| body.get(8..8usize.checked_add(n)?))
+                    .filter(|&n| n <= body.len() - 8)
                     .ok_or("a COMPRESSED2 record whose data size exceeds it")?;
-                self.decompress(data)?;
+                self.start_decompressing(&body[..8 + len], 8);
             }
             PERF_RECORD_AUXTRACE => {
                 // The trace data follows the record in the section; skip it unread.
@@ -248,50 +257,60 @@ impl<R: Read> Records<R> {
         Ok(())
     }
 
-    /// Decompresses a compressed record's bytes (zstd, one stream across records, as perf
-    /// writes them) chunk by chunk and handles the records in them as they complete.
-    fn decompress(&mut self, compressed: &[u8]) -> Result<(), RecordsError> {
-        let mut dctx = self.dctx.take().unwrap_or_else(zstd_safe::DCtx::create);
-        let mut chunk = std::mem::take(&mut self.chunk);
-        chunk.resize(CHUNK, 0);
-        let result = self.decompress_with(&mut dctx, &mut chunk, compressed);
-        self.dctx = Some(dctx);
-        self.chunk = chunk;
-        result
+    /// Starts decompressing `record[start..]`, the zstd data of a compressed record (one
+    /// stream across records, as perf writes them).
+    fn start_decompressing(&mut self, record: &[u8], start: usize) {
+        let mut bytes = self.compressed.take().map(|c| c.bytes).unwrap_or_default();
+        bytes.clear();
+        bytes.extend_from_slice(record);
+        self.compressed = Some(Compressed {
+            bytes,
+            pos: start,
+            produced: 0,
+        });
     }
 
-    fn decompress_with(
-        &mut self,
-        dctx: &mut zstd_safe::DCtx<'static>,
-        chunk: &mut [u8],
-        compressed: &[u8],
-    ) -> Result<(), RecordsError> {
-        let mut input = zstd_safe::InBuffer::around(compressed);
-        let mut produced = 0u64;
-        loop {
-            let mut output = zstd_safe::OutBuffer::around(&mut *chunk);
-            dctx.decompress_stream(&mut output, &mut input)
-                .map_err(|code| {
-                    format!(
-                        "zstd decompression failed: {}",
-                        zstd_safe::get_error_name(code)
+    /// Decompresses one chunk of the current compressed record and handles the records
+    /// completed in it.
+    fn decompress_chunk(&mut self) -> Result<(), RecordsError> {
+        let Some(mut compressed) = self.compressed.take() else {
+            return Ok(());
+        };
+        let dctx = self.dctx.get_or_insert_with(zstd_safe::DCtx::create);
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.resize(CHUNK, 0);
+        let mut input = zstd_safe::InBuffer::around(&compressed.bytes);
+        input.set_pos(compressed.pos);
+        let mut output = zstd_safe::OutBuffer::around(&mut chunk[..]);
+        let result = dctx.decompress_stream(&mut output, &mut input);
+        let len = output.pos();
+        compressed.pos = input.pos();
+        let done = len < CHUNK && compressed.pos == compressed.bytes.len();
+        let result = match result {
+            Err(code) => Err(format!(
+                "zstd decompression failed: {}",
+                zstd_safe::get_error_name(code)
+            )
+            .into()),
+            Ok(_) => {
+                compressed.produced = compressed.produced.saturating_add(len as u64);
+                if compressed.produced > MAX_DECOMPRESSED {
+                    Err(format!(
+                        "a compressed record of {} bytes expands past {MAX_DECOMPRESSED} bytes \
+                         (perf's expand by far less)",
+                        compressed.bytes.len()
                     )
-                })?;
-            let len = output.pos();
-            produced = produced.saturating_add(len as u64);
-            if produced > MAX_DECOMPRESSED {
-                return Err(format!(
-                    "a compressed record of {} bytes expands past {MAX_DECOMPRESSED} bytes \
-                     (perf's expand by far less)",
-                    compressed.len()
-                )
-                .into());
+                    .into())
+                } else {
+                    self.decompressed(&chunk[..len])
+                }
             }
-            self.decompressed(&chunk[..len])?;
-            if len < chunk.len() && input.pos() == compressed.len() {
-                return Ok(());
-            }
+        };
+        self.chunk = chunk;
+        if result.is_ok() && !done {
+            self.compressed = Some(compressed);
         }
+        result
     }
 
     /// Handles the whole records in `partial` + `bytes`, keeping the rest in `partial`.
@@ -354,16 +373,34 @@ impl<R: Read> Records<R> {
         }
         .and_then(|id| self.attr_of_id.get(&id).copied())
         .unwrap_or(0);
+        let wanted = record_type == RecordType::SAMPLE
+            && self.wanted.get(attr_index).copied().unwrap_or(false);
+        if !wanted {
+            // Only counted, in any order: handed out at once, never held for sorting.
+            let body = if record_type == RecordType::SAMPLE {
+                Vec::new()
+            } else {
+                body.to_vec()
+            };
+            self.sorter.pass(Kept {
+                attr_index,
+                record_type,
+                misc,
+                body,
+            });
+            return;
+        }
         let time = self.raw_of(record_type, misc, data, attr_index).timestamp();
-        let keep_body = record_type != RecordType::SAMPLE || self.wanted[attr_index];
-        let kept = Kept {
-            attr_index,
-            record_type,
-            misc,
-            body: if keep_body { body.to_vec() } else { Vec::new() },
-        };
         self.seq += 1;
-        self.sorter.insert((time, self.seq), kept);
+        self.sorter.insert(
+            (time, self.seq),
+            Kept {
+                attr_index,
+                record_type,
+                misc,
+                body: body.to_vec(),
+            },
+        );
     }
 
     fn raw_of<'a>(
@@ -394,6 +431,17 @@ impl<R: Read> Records<R> {
     }
 }
 
+/// A compressed record being decompressed.
+#[derive(Debug)]
+struct Compressed {
+    /// The record's body.
+    bytes: Vec<u8>,
+    /// Where the zstd data not decompressed yet starts.
+    pos: usize,
+    /// Bytes it expanded to so far.
+    produced: u64,
+}
+
 type Key = (Option<u64>, u64);
 
 /// Orders records by time the way `linux-perf-data`'s sorter does: perf guarantees that
@@ -410,19 +458,28 @@ struct Sorter {
     lte_prev_max: usize,
     /// Bytes held in `incoming` and `outgoing`, with [`RECORD_OVERHEAD`] each.
     buffered: usize,
+    /// The part of `buffered` in `incoming`: what is held for sorting.
+    sorting: usize,
     splits: u64,
 }
 
 impl Sorter {
+    /// Hands `kept` out next, ahead of the records being sorted.
+    fn pass(&mut self, kept: Kept) {
+        self.buffered += kept.body.len() + RECORD_OVERHEAD;
+        self.outgoing.push_back(kept);
+    }
+
     fn insert(&mut self, key: Key, kept: Kept) {
         self.buffered += kept.body.len() + RECORD_OVERHEAD;
+        self.sorting += kept.body.len() + RECORD_OVERHEAD;
         if key <= self.prev_max {
             self.lte_prev_max += 1;
         } else if key > self.cur_max {
             self.cur_max = key;
         }
         self.incoming.push((key, kept));
-        if self.buffered > MAX_BUFFERED {
+        if self.sorting > MAX_BUFFERED {
             self.splits += 1;
             self.finish();
         }
@@ -433,8 +490,10 @@ impl Sorter {
             let n = self.lte_prev_max - 1;
             self.incoming.select_nth_unstable_by_key(n, |(key, _)| *key);
             self.incoming[..=n].sort_unstable_by_key(|(key, _)| *key);
-            self.outgoing
-                .extend(self.incoming.drain(..=n).map(|(_, kept)| kept));
+            for (_, kept) in self.incoming.drain(..=n) {
+                self.sorting -= kept.body.len() + RECORD_OVERHEAD;
+                self.outgoing.push_back(kept);
+            }
         }
         self.prev_max = self.cur_max;
         self.lte_prev_max = self.incoming.len();
@@ -445,7 +504,72 @@ impl Sorter {
         self.incoming.sort_unstable_by_key(|(key, _)| *key);
         self.outgoing
             .extend(self.incoming.drain(..).map(|(_, kept)| kept));
+        self.sorting = 0;
         self.prev_max = self.cur_max;
         self.lte_prev_max = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record labelled `label` (in its attr index) of `len` body bytes.
+    fn kept(label: usize, len: usize) -> Kept {
+        Kept {
+            attr_index: label,
+            record_type: RecordType::SAMPLE,
+            misc: 0,
+            body: vec![0; len],
+        }
+    }
+
+    fn out(sorter: &mut Sorter) -> Vec<usize> {
+        sorter.outgoing.drain(..).map(|k| k.attr_index).collect()
+    }
+
+    #[test]
+    fn records_go_out_in_time_order_once_later_rounds_cannot_precede_them() {
+        let mut s = Sorter::default();
+        for (seq, t) in [5, 3, 4].into_iter().enumerate() {
+            s.insert((Some(t), seq as u64), kept(t as usize, 0));
+        }
+        s.finish_round();
+        assert_eq!(
+            out(&mut s),
+            [] as [usize; 0],
+            "round 2 may still precede them"
+        );
+        for (seq, t) in [7, 2, 6].into_iter().enumerate() {
+            s.insert((Some(t), 10 + seq as u64), kept(t as usize, 0));
+        }
+        s.finish_round();
+        assert_eq!(out(&mut s), [2, 3, 4, 5]);
+        s.insert((Some(8), 20), kept(8, 0));
+        s.finish();
+        assert_eq!(out(&mut s), [6, 7, 8]);
+        assert_eq!(s.splits, 0);
+    }
+
+    #[test]
+    fn a_round_past_the_bound_goes_out_sorted_in_parts() {
+        let mut s = Sorter::default();
+        let len = 1 << 20;
+        let per_part = MAX_BUFFERED / (len + RECORD_OVERHEAD) + 1;
+        for i in 0..per_part {
+            s.insert((Some((per_part - i) as u64), i as u64), kept(i, len));
+        }
+        assert_eq!(s.splits, 1);
+        assert_eq!(s.incoming.len(), 0);
+        assert_eq!(s.sorting, 0);
+        let part = out(&mut s);
+        assert_eq!(part.len(), per_part);
+        assert!(
+            part.windows(2).all(|w| w[0] > w[1]),
+            "sorted by time: {part:?}"
+        );
+        // One more record does not split again while the part waits to be read.
+        s.insert((Some(0), 99), kept(99, len));
+        assert_eq!(s.splits, 1);
     }
 }
