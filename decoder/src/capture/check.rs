@@ -375,6 +375,26 @@ mod tests {
     }
 
     #[test]
+    fn feature_sections_are_bounded_in_total() {
+        // Two features of 10 MiB each, inside a file that claims to be 1 GiB: only the
+        // header and the feature table are read before the bound refuses them.
+        let mut file = header(&MAGIC.to_ne_bytes(), 104, 104, 8);
+        file[72..80].copy_from_slice(&((1u64 << 12) | (1 << 3)).to_ne_bytes());
+        file.extend_from_slice(&[0; 8]);
+        for v in [200u64, 10 << 20, 200 + (10 << 20), 10 << 20] {
+            file.extend_from_slice(&v.to_ne_bytes());
+        }
+        let names = TracepointNames::default();
+        let err =
+            check_file(&mut io::Cursor::new(file), 1 << 30, Path::new("f"), &names).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("feature sections add up to 20971520 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn event_descriptions_must_add_up() {
         fn desc(nr: u32, attr_size: u32, nr_ids: u32, name: &[u8]) -> Vec<u8> {
             let mut d = [nr, attr_size].map(u32::to_ne_bytes).concat();

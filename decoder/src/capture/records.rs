@@ -166,6 +166,9 @@ impl<R: Read> Records<R> {
         self.sorter.splits
     }
 
+    // Indexing `parse_infos` by attr index cannot fail: indexes come from `attr_of_id` or
+    // are 0, and `PerfFileReader::parse_file` refuses a file without attributes.
+
     /// The record `kept` as `linux-perf-event-reader` parses it.
     pub(crate) fn raw<'a>(&self, kept: &'a Kept) -> RawEventRecord<'a> {
         RawEventRecord::new(
