@@ -5,8 +5,9 @@
 //!
 //! Each capture crashed or ballooned the decoder before its guards: a 4 TiB AUXTRACE
 //! record (SIGABRT, failed allocation inside linux-perf-data), loss counts that overflowed
-//! (a panic in debug builds, "lost 0" in release builds), and a 44 KB compressed record
-//! expanding to 1.4 GB (1.4 GB of memory).
+//! (a panic in debug builds, "lost 0" in release builds), a 44 KB compressed record
+//! expanding to 1.4 GB (1.4 GB of memory), and (found by fuzzing) an attr size that made
+//! linux-perf-data allocate 1 GiB for a name.
 
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
@@ -18,6 +19,10 @@ use ue_decoder::{PerfDataReader, TracepointNames};
 
 /// The stated bound on `ue-decoder decode`'s peak resident memory for any input.
 const MAX_RSS_KIB: i64 = 128 * 1024;
+/// The address space the child may map (`ulimit -v`): an allocation driven by an
+/// unchecked field fails here even when its pages would never be touched (a zeroed
+/// gigabyte costs no RSS, but it is still a crash waiting for a smaller machine).
+const MAX_VIRTUAL_KIB: u64 = 256 * 1024;
 
 fn hostile(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -33,8 +38,9 @@ struct Run {
     max_rss_kib: i64,
 }
 
-/// Runs `ue-decoder decode FILE` (JSON lines to a discarded stdout) and measures its peak
-/// RSS with `wait4`, which reports the resources of exactly that child. At `exec` the
+/// Runs `ue-decoder decode FILE` (JSON lines to a discarded stdout) with at most
+/// [`MAX_VIRTUAL_KIB`] of address space, and measures its peak RSS with `wait4`, which
+/// reports the resources of exactly that child. At `exec` the
 /// kernel carries the spawning process's own high-water mark into the child's
 /// `ru_maxrss`, so the figure is an upper bound; this test process stays small (nothing
 /// large is decoded in it) to keep the bound tight.
@@ -48,8 +54,12 @@ fn decode(file: &Path) -> Run {
     ));
     // Reaped by wait4 below, which `Child::wait` cannot replace: it drops the rusage.
     #[allow(clippy::zombie_processes)]
-    let child = Command::new(tests::built("ue-decoder"))
-        .arg("decode")
+    let child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v {MAX_VIRTUAL_KIB} && exec \"$0\" decode \"$1\""
+        ))
+        .arg(tests::built("ue-decoder"))
         .arg(file)
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
@@ -137,6 +147,21 @@ fn a_decompression_bomb_stops_at_the_cap() {
     assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
     assert!(
         run.stderr.contains("expands past 33554432 bytes"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Found by the perf_data fuzz target: an attr whose size field (123) lies between two
+/// `perf_event_attr` versions made linux-perf-data read the next event's name length from
+/// the wrong place and allocate 1 GiB for it (SIGABRT under the address-space limit).
+#[test]
+fn an_attr_size_linux_perf_data_misreads_is_refused() {
+    let run = decode_survives("fuzz-attr-size-1gib-name.perf.data");
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("event 2 has an attr of 123 bytes in slots of 128"),
         "{}",
         run.stderr
     );

@@ -86,6 +86,10 @@ const FEATURE_EVENT_DESC: u32 = 12;
 /// The most bytes of feature sections (build ids, command line, CPU topology, event
 /// descriptions...) a file may have: `linux-perf-data` loads them all when it opens it.
 const MAX_FEATURE_BYTES: u64 = 16 << 20;
+/// The most events a file may describe: perf records one per `-e`.
+const MAX_EVENTS: u32 = 4096;
+/// The most sample ids of all events together: perf records one per event and CPU.
+const MAX_EVENT_IDS: usize = 1 << 16;
 /// The smallest `perf_event_attr` (`PERF_ATTR_SIZE_VER0`).
 const ATTR_SIZE_VER0: u64 = 64;
 
@@ -240,6 +244,12 @@ fn feature_sections(
 /// u32 nr; u32 attr_size;
 /// nr x { perf_event_attr (attr_size bytes); u32 nr_ids; u32 len; char name[len]; u64 ids[nr_ids] }
 /// ```
+///
+/// It also bounds what `linux-perf-data` builds from them (at most [`MAX_EVENTS`] events
+/// and [`MAX_EVENT_IDS`] ids), and checks each attr's own size field: `linux-perf-data`
+/// 0.13 reads an attr of a size between two `PERF_ATTR_SIZE_VER*` values only up to the
+/// smaller one but skips as if it had read all of it, so it would read the rest of the
+/// section from the wrong place (a name length of 1 GiB, allocated, found by fuzzing).
 fn check_event_desc(desc: &[u8]) -> Result<(), HeaderProblem> {
     let bad = |what: &str| HeaderProblem::Corrupt(format!("event descriptions: {what}"));
     let nr = ne_u32(desc, 0).ok_or_else(|| bad("too short"))?;
@@ -247,9 +257,20 @@ fn check_event_desc(desc: &[u8]) -> Result<(), HeaderProblem> {
     if (attr_size as u64) < ATTR_SIZE_VER0 {
         return Err(bad(&format!("attr size {attr_size}")));
     }
+    if nr > MAX_EVENTS {
+        return Err(bad(&format!("{nr} events, more than {MAX_EVENTS}")));
+    }
     let mut at = 8usize;
+    let mut ids_total = 0usize;
     for i in 0..nr {
         let overrun = || bad(&format!("event {i} of {nr} runs past the section"));
+        // perf_event_attr { u32 type; u32 size; ... }
+        let size = ne_u32(desc, at + 4).ok_or_else(overrun)?;
+        if !attr_size_readable(size, attr_size) {
+            return Err(bad(&format!(
+                "event {i} has an attr of {size} bytes in slots of {attr_size}"
+            )));
+        }
         at = at.checked_add(attr_size).ok_or_else(overrun)?;
         let nr_ids = ne_u32(desc, at).ok_or_else(overrun)? as usize;
         let name_len = ne_u32(desc, at + 4).ok_or_else(overrun)? as usize;
@@ -260,8 +281,20 @@ fn check_event_desc(desc: &[u8]) -> Result<(), HeaderProblem> {
         if at > desc.len() {
             return Err(overrun());
         }
+        ids_total += nr_ids;
+        if ids_total > MAX_EVENT_IDS {
+            return Err(bad(&format!("more than {MAX_EVENT_IDS} event ids")));
+        }
     }
     Ok(())
+}
+
+/// Whether `linux-perf-data` reads an attr whose size field says `size` as exactly
+/// `size` bytes in a slot of `slot` bytes: it must fit, and be one of the kernel's
+/// `PERF_ATTR_SIZE_VER*` sizes or past the last of them (whose tail it skips).
+fn attr_size_readable(size: u32, slot: usize) -> bool {
+    const VERSIONS: [u32; 8] = [64, 72, 80, 96, 104, 112, 120, 128];
+    (size as usize) <= slot && (VERSIONS.contains(&size) || size > 128)
 }
 
 #[cfg(test)]
@@ -398,7 +431,11 @@ mod tests {
     fn event_descriptions_must_add_up() {
         fn desc(nr: u32, attr_size: u32, nr_ids: u32, name: &[u8]) -> Vec<u8> {
             let mut d = [nr, attr_size].map(u32::to_ne_bytes).concat();
-            d.extend(vec![0; attr_size as usize]);
+            let mut attr = vec![0; attr_size as usize];
+            if let Some(size) = attr.get_mut(4..8) {
+                size.copy_from_slice(&attr_size.to_ne_bytes());
+            }
+            d.extend(attr);
             d.extend(nr_ids.to_ne_bytes());
             d.extend((name.len() as u32).to_ne_bytes());
             d.extend(name);
@@ -424,5 +461,21 @@ mod tests {
             "attr size 0"
         );
         assert!(check_event_desc(&[1, 0]).is_err());
+        let with_attr_size = |size: u32| {
+            let mut d = desc(1, 136, 2, b"x");
+            d[12..16].copy_from_slice(&size.to_ne_bytes());
+            check_event_desc(&d)
+        };
+        assert_eq!(
+            with_attr_size(104),
+            Ok(()),
+            "an older attr in a larger slot"
+        );
+        assert!(with_attr_size(100).is_err(), "between two attr versions");
+        assert!(with_attr_size(137).is_err(), "larger than its slot");
+        assert!(with_attr_size(0).is_err());
+        assert!(check_event_desc(&desc(MAX_EVENTS + 1, 136, 0, b"x")).is_err());
+        let many_ids = desc(1, 136, MAX_EVENT_IDS as u32 + 1, b"x");
+        assert!(check_event_desc(&many_ids).is_err());
     }
 }
