@@ -77,8 +77,8 @@ pub struct PerfDataStats {
     /// [`lost`](Self::lost), counted per event.
     pub lost_samples: BTreeMap<String, u64>,
     /// Rounds of the capture too large to hold for sorting by time (more than 32 MiB of
-    /// samples between two of perf's round markers, which perf never writes): they were
-    /// handed out in parts, each in time order.
+    /// samples, counting 128 bytes for holding each, between two of perf's round markers;
+    /// perf writes far smaller rounds): they were handed out in parts, each in time order.
     pub split_rounds: u64,
 }
 
