@@ -43,6 +43,8 @@ mod batch;
 mod capture;
 mod daemon;
 mod decode;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod kernel;
 mod sink;
 

@@ -3,7 +3,6 @@
 //! terabytes. The header, the feature table and the event descriptions are checked
 //! against the file's length first.
 
-use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
@@ -28,7 +27,7 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Reads `len` bytes at `offset` (the caller checked they are inside the file).
-fn read_at(file: &mut File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+fn read_at(file: &mut (impl Read + Seek), offset: u64, len: u64) -> io::Result<Vec<u8>> {
     file.seek(SeekFrom::Start(offset))?;
     let mut buf = vec![0; usize::try_from(len).map_err(io::Error::other)?];
     file.read_exact(&mut buf)?;
@@ -38,13 +37,13 @@ fn read_at(file: &mut File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
 /// Checks a perf.data file's structure before `linux-perf-data` parses it: that crate
 /// trusts the sizes in the file (a corrupt count can make it allocate terabytes), so
 /// every section it reads while opening must lie inside the file and the event
-/// descriptions must add up.
+/// descriptions must add up. Returns where the data section is.
 pub(super) fn check_file(
-    file: &mut File,
+    file: &mut (impl Read + Seek),
     file_len: u64,
     path: &Path,
     names: &TracepointNames,
-) -> Result<(), PerfDataError> {
+) -> Result<Section, PerfDataError> {
     let io = |e: io::Error| PerfDataError::io(path, e);
     let problem = |p: HeaderProblem| p.into_error(path, names);
     let mut head = [0u8; HEADER_LEN];
@@ -58,13 +57,24 @@ pub(super) fn check_file(
         ))));
     }
     let table = read_at(file, header.data.end(), table_len).map_err(io)?;
-    let event_desc = feature_sections(&table, &header.features, file_len)
-        .map_err(problem)?
+    let sections = feature_sections(&table, &header.features, file_len).map_err(problem)?;
+    // linux-perf-data reads every feature section into memory when it opens the file.
+    let feature_bytes = sections
+        .iter()
+        .fold(0u64, |sum, (_, section)| sum.saturating_add(section.size));
+    if feature_bytes > MAX_FEATURE_BYTES {
+        return Err(problem(HeaderProblem::Corrupt(format!(
+            "its feature sections add up to {feature_bytes} bytes, more than the \
+             {MAX_FEATURE_BYTES} this decoder reads (perf writes a few kilobytes)"
+        ))));
+    }
+    let event_desc = sections
         .into_iter()
         .find_map(|(feature, section)| (feature == FEATURE_EVENT_DESC).then_some(section))
         .ok_or_else(|| problem(HeaderProblem::NoEventNames))?;
     let bytes = read_at(file, event_desc.offset, event_desc.size).map_err(io)?;
-    check_event_desc(&bytes).map_err(problem)
+    check_event_desc(&bytes).map_err(problem)?;
+    Ok(header.data)
 }
 
 /// Size of `struct perf_file_header`.
@@ -73,14 +83,21 @@ const HEADER_LEN: usize = 104;
 const MAGIC: u64 = u64::from_le_bytes(*b"PERFILE2");
 /// The feature bit of `HEADER_EVENT_DESC`: every event's attr, name and sample ids.
 const FEATURE_EVENT_DESC: u32 = 12;
+/// The most bytes of feature sections (build ids, command line, CPU topology, event
+/// descriptions...) a file may have: `linux-perf-data` loads them all when it opens it.
+const MAX_FEATURE_BYTES: u64 = 16 << 20;
+/// The most events a file may describe: perf records one per `-e`.
+const MAX_EVENTS: u32 = 4096;
+/// The most sample ids of all events together: perf records one per event and CPU.
+const MAX_EVENT_IDS: usize = 1 << 16;
 /// The smallest `perf_event_attr` (`PERF_ATTR_SIZE_VER0`).
 const ATTR_SIZE_VER0: u64 = 64;
 
 /// A `perf_file_section`: where a part of the file is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Section {
-    offset: u64,
-    size: u64,
+pub(super) struct Section {
+    pub(super) offset: u64,
+    pub(super) size: u64,
 }
 
 impl Section {
@@ -227,6 +244,12 @@ fn feature_sections(
 /// u32 nr; u32 attr_size;
 /// nr x { perf_event_attr (attr_size bytes); u32 nr_ids; u32 len; char name[len]; u64 ids[nr_ids] }
 /// ```
+///
+/// It also bounds what `linux-perf-data` builds from them (at most [`MAX_EVENTS`] events
+/// and [`MAX_EVENT_IDS`] ids), and checks each attr's own size field: `linux-perf-data`
+/// 0.13 reads an attr of a size between two `PERF_ATTR_SIZE_VER*` values only up to the
+/// smaller one but skips as if it had read all of it, so it would read the rest of the
+/// section from the wrong place (a name length of 1 GiB, allocated, found by fuzzing).
 fn check_event_desc(desc: &[u8]) -> Result<(), HeaderProblem> {
     let bad = |what: &str| HeaderProblem::Corrupt(format!("event descriptions: {what}"));
     let nr = ne_u32(desc, 0).ok_or_else(|| bad("too short"))?;
@@ -234,9 +257,20 @@ fn check_event_desc(desc: &[u8]) -> Result<(), HeaderProblem> {
     if (attr_size as u64) < ATTR_SIZE_VER0 {
         return Err(bad(&format!("attr size {attr_size}")));
     }
+    if nr > MAX_EVENTS {
+        return Err(bad(&format!("{nr} events, more than {MAX_EVENTS}")));
+    }
     let mut at = 8usize;
+    let mut ids_total = 0usize;
     for i in 0..nr {
         let overrun = || bad(&format!("event {i} of {nr} runs past the section"));
+        // perf_event_attr { u32 type; u32 size; ... }
+        let size = ne_u32(desc, at + 4).ok_or_else(overrun)?;
+        if !attr_size_readable(size, attr_size) {
+            return Err(bad(&format!(
+                "event {i} has an attr of {size} bytes in slots of {attr_size}"
+            )));
+        }
         at = at.checked_add(attr_size).ok_or_else(overrun)?;
         let nr_ids = ne_u32(desc, at).ok_or_else(overrun)? as usize;
         let name_len = ne_u32(desc, at + 4).ok_or_else(overrun)? as usize;
@@ -247,8 +281,20 @@ fn check_event_desc(desc: &[u8]) -> Result<(), HeaderProblem> {
         if at > desc.len() {
             return Err(overrun());
         }
+        ids_total += nr_ids;
+        if ids_total > MAX_EVENT_IDS {
+            return Err(bad(&format!("more than {MAX_EVENT_IDS} event ids")));
+        }
     }
     Ok(())
+}
+
+/// Whether `linux-perf-data` reads an attr whose size field says `size` as exactly
+/// `size` bytes in a slot of `slot` bytes: it must fit, and be one of the kernel's
+/// `PERF_ATTR_SIZE_VER*` sizes or past the last of them (whose tail it skips).
+fn attr_size_readable(size: u32, slot: usize) -> bool {
+    const VERSIONS: [u32; 8] = [64, 72, 80, 96, 104, 112, 120, 128];
+    (size as usize) <= slot && (VERSIONS.contains(&size) || size > 128)
 }
 
 #[cfg(test)]
@@ -362,10 +408,34 @@ mod tests {
     }
 
     #[test]
+    fn feature_sections_are_bounded_in_total() {
+        // Two features of 10 MiB each, inside a file that claims to be 1 GiB: only the
+        // header and the feature table are read before the bound refuses them.
+        let mut file = header(&MAGIC.to_ne_bytes(), 104, 104, 8);
+        file[72..80].copy_from_slice(&((1u64 << 12) | (1 << 3)).to_ne_bytes());
+        file.extend_from_slice(&[0; 8]);
+        for v in [200u64, 10 << 20, 200 + (10 << 20), 10 << 20] {
+            file.extend_from_slice(&v.to_ne_bytes());
+        }
+        let names = TracepointNames::default();
+        let err =
+            check_file(&mut io::Cursor::new(file), 1 << 30, Path::new("f"), &names).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("feature sections add up to 20971520 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn event_descriptions_must_add_up() {
         fn desc(nr: u32, attr_size: u32, nr_ids: u32, name: &[u8]) -> Vec<u8> {
             let mut d = [nr, attr_size].map(u32::to_ne_bytes).concat();
-            d.extend(vec![0; attr_size as usize]);
+            let mut attr = vec![0; attr_size as usize];
+            if let Some(size) = attr.get_mut(4..8) {
+                size.copy_from_slice(&attr_size.to_ne_bytes());
+            }
+            d.extend(attr);
             d.extend(nr_ids.to_ne_bytes());
             d.extend((name.len() as u32).to_ne_bytes());
             d.extend(name);
@@ -391,5 +461,21 @@ mod tests {
             "attr size 0"
         );
         assert!(check_event_desc(&[1, 0]).is_err());
+        let with_attr_size = |size: u32| {
+            let mut d = desc(1, 136, 2, b"x");
+            d[12..16].copy_from_slice(&size.to_ne_bytes());
+            check_event_desc(&d)
+        };
+        assert_eq!(
+            with_attr_size(104),
+            Ok(()),
+            "an older attr in a larger slot"
+        );
+        assert!(with_attr_size(100).is_err(), "between two attr versions");
+        assert!(with_attr_size(137).is_err(), "larger than its slot");
+        assert!(with_attr_size(0).is_err());
+        assert!(check_event_desc(&desc(MAX_EVENTS + 1, 136, 0, b"x")).is_err());
+        let many_ids = desc(1, 136, MAX_EVENT_IDS as u32 + 1, b"x");
+        assert!(check_event_desc(&many_ids).is_err());
     }
 }

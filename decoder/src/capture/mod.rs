@@ -8,6 +8,7 @@
 
 mod check;
 mod reader;
+mod records;
 
 pub use reader::{
     PerfDataDecoded, PerfDataError, PerfDataEvent, PerfDataReader, PerfDataStats, decode_perf_data,

@@ -15,23 +15,25 @@
 //! is refused with a clear error.
 //!
 //! `linux-perf-data` trusts the counts and sizes in the file, so the file is checked
-//! against its length first (`check`).
+//! against its length first (`check`), and its records are read by `records`, in memory
+//! bounded whatever the file says, rather than by `linux-perf-data`'s record iterator.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use linux_perf_data::PerfFileReader;
 use linux_perf_data::linux_perf_event_reader::{
     EventRecord, PerfEventType, RecordType, SampleRecord,
 };
-use linux_perf_data::{PerfFile, PerfFileReader, PerfFileRecord, PerfRecordIter};
 use ue_wire::layout;
 
 use crate::decode::decode_event;
 use crate::decode::{Request, Signal, TracepointNames};
 
 use super::check;
+use super::records::Records;
 
 /// One decoded OTLP event of a perf.data file, with the sample's metadata.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,21 +77,36 @@ pub struct PerfDataStats {
     /// perf record writes per event when it stops). These are mostly the same drops as
     /// [`lost`](Self::lost), counted per event.
     pub lost_samples: BTreeMap<String, u64>,
+    /// Rounds of the capture too large to hold for sorting by time (more than 32 MiB of
+    /// samples, counting 128 bytes for holding each, between two of perf's round markers;
+    /// perf writes far smaller rounds): they were handed out in parts, each in time order.
+    pub split_rounds: u64,
 }
 
 impl PerfDataStats {
     /// All samples of the selected tracepoints that did not decode.
     pub fn malformed_total(&self) -> u64 {
-        self.malformed.values().sum()
+        saturating_sum(self.malformed.values())
     }
 
     /// How many events the capture lost at least: the larger of [`lost`](Self::lost) and
     /// the sum of [`lost_samples`](Self::lost_samples) (the kernel counts a sample dropped
     /// from a full ring in both, so they are not added). Not zero means the capture is
-    /// incomplete.
+    /// incomplete. The counts come from the file: sums that would overflow stop at
+    /// `u64::MAX` rather than wrap to a small number.
     pub fn lost_total(&self) -> u64 {
-        self.lost.max(self.lost_samples.values().sum())
+        self.lost.max(saturating_sum(self.lost_samples.values()))
     }
+}
+
+fn saturating_sum<'a>(counts: impl IntoIterator<Item = &'a u64>) -> u64 {
+    counts.into_iter().fold(0, |sum, n| sum.saturating_add(*n))
+}
+
+/// Adds `n` to the count at `key`, stopping at `u64::MAX`.
+fn add<K: Ord>(counts: &mut BTreeMap<K, u64>, key: K, n: u64) {
+    let count = counts.entry(key).or_default();
+    *count = count.saturating_add(n);
 }
 
 impl std::fmt::Display for PerfDataStats {
@@ -101,7 +118,15 @@ impl std::fmt::Display for PerfDataStats {
             self.items,
             self.malformed,
             self.lost_total()
-        )
+        )?;
+        if self.split_rounds > 0 {
+            write!(
+                f,
+                ", {} rounds too large to sort whole (events may be out of time order)",
+                self.split_rounds
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -236,8 +261,7 @@ impl PerfDataError {
 /// [`decode_perf_data`]); also an [`Iterator`] that ends after the first error.
 pub struct PerfDataReader {
     path: PathBuf,
-    perf_file: PerfFile,
-    records: PerfRecordIter<BufReader<File>>,
+    records: Records<Box<dyn Read + Send>>,
     /// Per attr index: the event's name and, for a selected tracepoint, its signal.
     attrs: Vec<(String, Option<Signal>)>,
     stats: PerfDataStats,
@@ -259,20 +283,39 @@ impl PerfDataReader {
     /// Opens `path` and checks that it is a complete perf.data file holding at least one
     /// of the `names` tracepoints.
     pub fn open(path: &Path, names: &TracepointNames) -> Result<Self, PerfDataError> {
-        let mut file = File::open(path).map_err(|e| PerfDataError::io(path, e))?;
+        let file = File::open(path).map_err(|e| PerfDataError::io(path, e))?;
         let len = file
             .metadata()
             .map_err(|e| PerfDataError::io(path, e))?
             .len();
-        check::check_file(&mut file, len, path, names)?;
-        file.seek(SeekFrom::Start(0))
+        Self::from_source(file, len, path, names)
+    }
+
+    /// Reads a perf.data file held in memory; `path` only names it in errors.
+    pub fn from_bytes(
+        bytes: Vec<u8>,
+        path: &Path,
+        names: &TracepointNames,
+    ) -> Result<Self, PerfDataError> {
+        let len = bytes.len() as u64;
+        Self::from_source(io::Cursor::new(bytes), len, path, names)
+    }
+
+    fn from_source<S: Read + Seek + Send + 'static>(
+        mut source: S,
+        len: u64,
+        path: &Path,
+        names: &TracepointNames,
+    ) -> Result<Self, PerfDataError> {
+        let data = check::check_file(&mut source, len, path, names)?;
+        source
+            .seek(SeekFrom::Start(0))
             .map_err(|e| PerfDataError::io(path, e))?;
-        let reader = BufReader::new(file);
-        let parsed = PerfFileReader::parse_file(reader);
-        let PerfFileReader {
-            perf_file,
-            record_iter,
-        } = parsed.map_err(|e| corrupt(path, 0, e))?;
+        // Only the header and the event descriptions, which `check` bounded: the records
+        // are read by `Records`.
+        let PerfFileReader { perf_file, .. } =
+            PerfFileReader::parse_file(BufReader::new(&mut source))
+                .map_err(|e| corrupt(path, 0, e))?;
         let attrs: Vec<_> = perf_file
             .event_attributes()
             .iter()
@@ -295,10 +338,15 @@ impl PerfDataReader {
                 events: attrs.into_iter().map(|(name, _)| name).collect(),
             });
         }
+        source
+            .seek(SeekFrom::Start(data.offset))
+            .map_err(|e| PerfDataError::io(path, e))?;
+        let reader: Box<dyn Read + Send> = Box::new(BufReader::new(source));
+        let wanted = attrs.iter().map(|(_, signal)| signal.is_some()).collect();
+        let records = Records::new(reader, data.size, perf_file.event_attributes(), wanted);
         Ok(Self {
             path: path.to_owned(),
-            perf_file,
-            records: record_iter,
+            records,
             attrs,
             stats: PerfDataStats::default(),
             decoded: 0,
@@ -322,27 +370,32 @@ impl PerfDataReader {
     /// skipped; an error means the rest of the file cannot be read.
     pub fn next_event(&mut self) -> Result<Option<PerfDataEvent>, PerfDataError> {
         while !self.done {
-            let record = match self.records.next_record(&mut self.perf_file) {
-                Ok(Some(record)) => record,
+            let kept = match self.records.next() {
+                Ok(Some(kept)) => kept,
                 Ok(None) => {
                     self.done = true;
                     break;
                 }
-                Err(e) => {
+                Err(source) => {
                     self.done = true;
-                    return Err(corrupt(&self.path, self.decoded, e));
+                    return Err(PerfDataError::Corrupt {
+                        path: self.path.clone(),
+                        decoded: self.decoded,
+                        source,
+                    });
                 }
             };
-            let PerfFileRecord::EventRecord { attr_index, record } = record else {
-                // perf's own records (feature headers, finished rounds, ...).
-                continue;
-            };
+            self.stats.split_rounds = self.records.split_rounds();
+            let attr_index = kept.attr_index;
+            let record = self.records.raw(&kept);
             match record.record_type {
                 RecordType::SAMPLE => {}
                 RecordType::LOST => {
                     match record.parse() {
-                        Ok(EventRecord::Lost(lost)) => self.stats.lost += lost.count,
-                        _ => *self.stats.malformed.entry("bad_lost_record").or_default() += 1,
+                        Ok(EventRecord::Lost(lost)) => {
+                            self.stats.lost = self.stats.lost.saturating_add(lost.count);
+                        }
+                        _ => add(&mut self.stats.malformed, "bad_lost_record", 1),
                     }
                     continue;
                 }
@@ -355,45 +408,40 @@ impl PerfDataReader {
                                 || format!("attr #{attr_index}"),
                                 |(name, _)| name.clone(),
                             );
-                            *self.stats.lost_samples.entry(name).or_default() +=
-                                u64::from_ne_bytes(lost);
+                            add(&mut self.stats.lost_samples, name, u64::from_ne_bytes(lost));
                         }
-                        None => *self.stats.malformed.entry("bad_lost_record").or_default() += 1,
+                        None => add(&mut self.stats.malformed, "bad_lost_record", 1),
                     }
                     continue;
                 }
-                // Side-band records: mmap, comm, fork, exit...
+                // `Records` keeps nothing else.
                 _ => continue,
             }
             let Some((name, signal)) = self.attrs.get(attr_index) else {
-                *self
-                    .stats
-                    .skipped
-                    .entry(format!("attr #{attr_index}"))
-                    .or_default() += 1;
+                add(&mut self.stats.skipped, format!("attr #{attr_index}"), 1);
                 continue;
             };
             let Some(signal) = *signal else {
-                *self.stats.skipped.entry(name.clone()).or_default() += 1;
+                add(&mut self.stats.skipped, name.clone(), 1);
                 continue;
             };
-            *self.stats.events.entry(name.clone()).or_default() += 1;
+            add(&mut self.stats.events, name.clone(), 1);
             let sample = match record.parse() {
                 Ok(EventRecord::Sample(sample)) => sample,
                 _ => {
-                    *self.stats.malformed.entry("bad_sample").or_default() += 1;
+                    add(&mut self.stats.malformed, "bad_sample", 1);
                     continue;
                 }
             };
             let raw = sample.raw.map(|raw| raw.as_slice());
             match decode_sample(signal, raw.as_deref()) {
                 Ok(request) => {
-                    *self.stats.requests.entry(signal).or_default() += 1;
-                    *self.stats.items.entry(signal).or_default() += request.items();
+                    add(&mut self.stats.requests, signal, 1);
+                    add(&mut self.stats.items, signal, request.items());
                     self.decoded += 1;
                     return Ok(Some(event(name, &sample, request)));
                 }
-                Err(reason) => *self.stats.malformed.entry(reason).or_default() += 1,
+                Err(reason) => add(&mut self.stats.malformed, reason, 1),
             }
         }
         Ok(None)

@@ -144,7 +144,10 @@ pub struct Snapshot {
 impl Snapshot {
     /// Records the kernel dropped, all CPUs.
     pub fn kernel_lost_total(&self) -> u64 {
-        self.kernel_lost.values().sum()
+        // Saturating: a sum that wrapped would report a small loss as if nothing happened.
+        self.kernel_lost
+            .values()
+            .fold(0u64, |sum, n| sum.saturating_add(*n))
     }
 
     /// The counters as OTLP cumulative sums about the decoder itself.
@@ -329,6 +332,8 @@ mod tests {
         );
         assert_eq!(s.malformed["bad_rel_loc"], 1);
         assert_eq!(s.kernel_lost_total(), 3);
+        stats.set_reader_counts([(0, u64::MAX), (1, 1)], &corrupt);
+        assert_eq!(stats.snapshot(vec![]).kernel_lost_total(), u64::MAX);
         assert_eq!(s.corrupt_records, corrupt);
         let otlp = s.to_otlp(SystemTime::UNIX_EPOCH, SystemTime::now());
         let names: Vec<&str> = otlp.resource_metrics[0].scope_metrics[0]

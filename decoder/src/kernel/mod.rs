@@ -17,5 +17,9 @@ mod tracefs;
 pub use error::ReaderError;
 pub use reader::{Event, ReaderConfig, TracepointReader};
 pub use register::Registration;
+#[cfg(feature = "fuzzing")]
+pub(crate) use ring::{Record, Ring};
 pub(crate) use sample::Sample;
+#[cfg(feature = "fuzzing")]
+pub(crate) use sys::RingMemory;
 pub use tracefs::{Format, FormatError, FormatField, LayoutMismatch, Tracefs};

@@ -171,7 +171,7 @@ impl TracepointReader {
 
     /// The sum of [`lost_by_cpu`](Self::lost_by_cpu).
     pub fn lost_total(&self) -> u64 {
-        self.demux.lost_by_cpu().iter().map(|(_, n)| n).sum()
+        self.demux.lost_total()
     }
 
     /// Records that could not be read, by reason (the `reason()` labels of the ring's and
@@ -300,6 +300,13 @@ impl Demux {
     fn lost_by_cpu(&self) -> Vec<(u32, u64)> {
         self.cpus.iter().map(|c| (c.cpu, c.ring.lost())).collect()
     }
+
+    /// Each ring's count saturates; so does their sum, rather than wrap to a small number.
+    fn lost_total(&self) -> u64 {
+        self.cpus
+            .iter()
+            .fold(0u64, |sum, c| sum.saturating_add(c.ring.lost()))
+    }
 }
 
 #[cfg(test)]
@@ -408,6 +415,16 @@ mod tests {
         assert!(seen.iter().all(|s| s.pid == 4242));
         assert!(d.malformed.is_empty());
         assert_eq!(d.lost_by_cpu(), [(0, 0), (1, 0)]);
+    }
+
+    #[test]
+    fn loss_counts_saturate_instead_of_wrapping() {
+        let mut d = demux();
+        publish(&mut d.cpus[0].ring, &[lost(10, 1 << 63), lost(10, 1 << 63)]);
+        publish(&mut d.cpus[1].ring, &[lost(11, u64::MAX)]);
+        drain(&mut d);
+        assert_eq!(d.lost_by_cpu(), [(0, u64::MAX), (1, u64::MAX)]);
+        assert_eq!(d.lost_total(), u64::MAX);
     }
 
     #[test]

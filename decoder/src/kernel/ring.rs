@@ -127,7 +127,7 @@ impl Ring {
     }
 
     /// The ring's memory, for tests that play the kernel.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn memory_mut(&mut self) -> &mut RingMemory {
         &mut self.memory
     }

@@ -130,7 +130,7 @@ enum Backing {
     /// Mapped from a perf event with mmap; unmapped on drop.
     Mmap { len: usize },
     /// Allocated in memory to stand in for the kernel in tests.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     Heap { layout: std::alloc::Layout },
 }
 
@@ -209,7 +209,7 @@ impl RingMemory {
 
     /// An in-memory ring with `data_size` bytes of data (a power of two), zeroed, laid out
     /// like the kernel's: a page-aligned control page, then the data at `data_offset`.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn in_memory(data_size: usize) -> Self {
         assert!(data_size.is_power_of_two());
         let page = page_size();
@@ -263,7 +263,7 @@ impl RingMemory {
     }
 
     /// Test stand-in for the kernel: writes `bytes` at ring position `pos`, wrapping.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn kernel_write(&mut self, pos: u64, bytes: &[u8]) {
         for (i, &b) in bytes.iter().enumerate() {
             let at = (pos as usize + i) & (self.data_size - 1);
@@ -273,7 +273,7 @@ impl RingMemory {
     }
 
     /// Test stand-in for the kernel: publishes records up to `head`.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn kernel_publish(&mut self, head: u64) {
         self.head().store(head, Ordering::Release);
     }
@@ -286,7 +286,7 @@ impl RingMemory {
 
     /// Test setup: starts an empty ring at `pos` (head = tail = pos), to place records
     /// across the end of the data area.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn kernel_reset(&mut self, pos: u64) {
         self.head().store(pos, Ordering::Relaxed);
         self.tail().store(pos, Ordering::Relaxed);
@@ -301,7 +301,7 @@ impl Drop for RingMemory {
                 // outlives `self` because windows borrow `self`.
                 unsafe { libc::munmap(self.page.as_ptr().cast(), len) };
             }
-            #[cfg(test)]
+            #[cfg(any(test, feature = "fuzzing"))]
             Backing::Heap { layout } => {
                 // SAFETY: allocated in `in_memory` with this very layout.
                 unsafe { std::alloc::dealloc(self.page.as_ptr().cast(), layout) };
