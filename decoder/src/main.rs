@@ -152,7 +152,8 @@ enum SignalArg {
 #[derive(Args, Debug)]
 struct DecodeArgs {
     /// A perf.data file from `perf record -e user_events:otlp_metrics -e user_events:otlp_traces
-    /// -e user_events:otlp_logs` (any of them).
+    /// -e user_events:otlp_logs` (any of them), and/or of EventHeader tracepoints
+    /// (`-e user_events:PROVIDER_L4K1` ...), which are found and decoded without being named.
     #[arg(value_name = "FILE")]
     capture: PathBuf,
     #[command(flatten)]
