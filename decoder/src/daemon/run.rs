@@ -23,7 +23,7 @@ use super::forward::{ForwardConfig, Forwarder};
 use super::source::EventSource;
 use super::stats::{Snapshot, Stats};
 use crate::batch::Batch;
-use crate::decode::{Request, Signal, decode_event};
+use crate::decode::{EventHeaderDecoder, Request, Signal, decode_event};
 use crate::kernel::ReaderError;
 use crate::sink::SinkError;
 
@@ -138,6 +138,7 @@ fn read_loop(
     stats: &Stats,
     tx: &mpsc::Sender<Request>,
 ) {
+    let mut eventheader = EventHeaderDecoder::new();
     loop {
         let stopping = stop.load(Ordering::Acquire);
         if !stopping && let Err(e) = source.wait(WAIT) {
@@ -145,8 +146,28 @@ fn read_loop(
             return;
         }
         let mut decoded = Vec::new();
-        source.drain(
-            &mut |signal, event| match decode_event(signal, event.fields) {
+        source.drain(&mut |signal, event| {
+            if event.eventheader {
+                return match eventheader.decode(event.tracepoint, event.fields) {
+                    Ok(eh) => {
+                        let req = eh.request;
+                        stats.decoded(req.signal(), event.fields.len(), req.items());
+                        if eh.unmapped > 0 {
+                            tracing::debug!(
+                                tracepoint = event.tracepoint,
+                                unmapped = eh.unmapped,
+                                "EventHeader fields kept as attributes"
+                            );
+                        }
+                        decoded.push(req);
+                    }
+                    Err(e) => {
+                        stats.malformed(e.reason());
+                        tracing::debug!(tracepoint = event.tracepoint, "skipped event: {e}");
+                    }
+                };
+            }
+            match decode_event(signal, event.fields) {
                 Ok(req) => {
                     let bytes = event.payload().map_or(0, |p| p.buffer.len());
                     stats.decoded(signal, bytes, req.items());
@@ -160,8 +181,8 @@ fn read_loop(
                         "skipped event: {e}"
                     );
                 }
-            },
-        );
+            }
+        });
         stats.set_reader_counts(source.lost_by_cpu(), &source.malformed_records());
         for req in decoded {
             if tx.blocking_send(req).is_err() {
