@@ -153,6 +153,7 @@ fn read_loop(
                         let req = eh.request;
                         stats.decoded(req.signal(), event.fields.len(), req.items());
                         if eh.unmapped > 0 {
+                            stats.eventheader_unmapped(eh.unmapped);
                             tracing::debug!(
                                 tracepoint = event.tracepoint,
                                 unmapped = eh.unmapped,
