@@ -34,7 +34,7 @@
 //! |---|---|
 //! | `kernel` | tracefs, registration, perf events, rings, samples: all syscalls and `unsafe` |
 //! | `capture` | perf.data files from `perf record` |
-//! | `decode` | event fields to OTLP requests, and OTLP/JSON lines; pure |
+//! | `decode` | event fields to OTLP requests (EventHeader's Common Schema too), and OTLP/JSON lines; pure |
 //! | `batch` | merging requests into batches; pure |
 //! | `sink` | OTLP/HTTP, OTLP/gRPC, stdout and file, each behind a bounded queue |
 //! | `daemon` | `run`: the thread, tasks and shutdown around them; counters; `status` |
@@ -59,8 +59,9 @@ pub use daemon::{
     forward_capture, host_status, run,
 };
 pub use decode::{
-    Invalid, Malformed, Request, Signal, TracepointNames, check_event, decode_event,
-    otlp_json_line, validate_request,
+    EventHeaderDecoder, EventHeaderError, EventHeaderEvent, Invalid, Malformed, Request, Signal,
+    TracepointNames, check_event, decode_event, is_eventheader_tracepoint, otlp_json_line,
+    validate_request,
 };
 pub use kernel::{
     Event, Format, FormatError, FormatField, LayoutMismatch, ReaderConfig, ReaderError,

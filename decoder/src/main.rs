@@ -147,6 +147,12 @@ struct RunArgs {
     /// Do not register the tracepoints; attach only to ones applications registered.
     #[arg(long)]
     no_register: bool,
+    /// Also read the EventHeader provider PROVIDER (repeatable): what the upstream
+    /// opentelemetry-user-events-logs and -trace crates write, as OTLP logs and spans. Its
+    /// tracepoints PROVIDER_L1K1 to _L5K1 are registered (unless --no-register), plus every
+    /// PROVIDER_L<level>K<keyword> that exists at start.
+    #[arg(long, value_name = "PROVIDER")]
+    eventheader: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -159,7 +165,8 @@ enum SignalArg {
 #[derive(Args, Debug)]
 struct DecodeArgs {
     /// A perf.data file from `perf record -e user_events:otlp_metrics -e user_events:otlp_traces
-    /// -e user_events:otlp_logs` (any of them).
+    /// -e user_events:otlp_logs` (any of them), and/or of EventHeader tracepoints
+    /// (`-e user_events:PROVIDER_L4K1` ...), which are found and decoded without being named.
     #[arg(value_name = "FILE")]
     capture: PathBuf,
     #[command(flatten)]
@@ -311,6 +318,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ring_kib: args.ring_kib,
         wakeup_bytes: args.wakeup_bytes,
         register: !args.no_register,
+        eventheader_providers: args.eventheader,
         ..ReaderConfig::default()
     };
     let signals: Vec<Signal> = args.signals.iter().map(|s| (*s).into()).collect();

@@ -5,7 +5,10 @@
 //! reads the file with the `linux-perf-data` crate, maps every sample to its event
 //! through the file's event descriptions (`EVENT_DESC`: attr, name and ids), and decodes
 //! the raw data of the selected tracepoints the way the live reader does
-//! ([`decode_event`], on [`ue_wire::layout::decode`]). Samples that do not
+//! ([`decode_event`], on [`ue_wire::layout::decode`]). EventHeader tracepoints
+//! (`<provider>_L<level>K<keyword>`, what the upstream `opentelemetry-user-events-logs` and
+//! `-trace` crates write) are found by their name, without being asked for, and mapped to
+//! OTLP logs and spans ([`EventHeaderDecoder`]). Samples that do not
 //! decode are counted by reason, samples of other events are counted and skipped, and
 //! the kernel's loss records are totalled: nothing is dropped silently.
 //!
@@ -29,7 +32,9 @@ use linux_perf_data::linux_perf_event_reader::{
 };
 use ue_wire::layout;
 
-use crate::decode::decode_event;
+use crate::decode::{
+    EventHeaderDecoder, EventHeaderEvent, decode_event, is_eventheader_tracepoint,
+};
 use crate::decode::{Request, Signal, TracepointNames};
 
 use super::check;
@@ -55,7 +60,8 @@ pub struct PerfDataEvent {
 /// What reading a perf.data file counted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PerfDataStats {
-    /// Samples of the selected tracepoints, by perf event name, whether they decoded or not.
+    /// Samples of the selected tracepoints (and of EventHeader tracepoints), by perf event
+    /// name, whether they decoded or not.
     pub events: BTreeMap<String, u64>,
     /// Requests decoded, by signal.
     pub requests: BTreeMap<Signal, u64>,
@@ -66,7 +72,9 @@ pub struct PerfDataStats {
     /// reader's [`Malformed::reason`](crate::Malformed::reason) labels (layout errors,
     /// `invalid_otlp`, `empty`), `no_raw` (the sample carries no raw data, which perf
     /// records for tracepoint events) or `bad_sample` (the sample record itself does
-    /// not parse); also `bad_lost_record`, a loss record whose count does not parse.
+    /// not parse); also `bad_lost_record`, a loss record whose count does not parse, and
+    /// for EventHeader events the [`EventHeaderError::reason`](crate::EventHeaderError::reason)
+    /// labels.
     pub malformed: BTreeMap<&'static str, u64>,
     /// Samples of other events, by perf event name (or `attr #N` when it has none), skipped.
     pub skipped: BTreeMap<String, u64>,
@@ -81,6 +89,9 @@ pub struct PerfDataStats {
     /// samples, counting 128 bytes for holding each, between two of perf's round markers;
     /// perf writes far smaller rounds): they were handed out in parts, each in time order.
     pub split_rounds: u64,
+    /// Fields of decoded EventHeader events that no OTLP field fits, kept as attributes
+    /// ([`EventHeaderEvent::unmapped`](crate::EventHeaderEvent::unmapped)).
+    pub unmapped: u64,
 }
 
 impl PerfDataStats {
@@ -119,6 +130,9 @@ impl std::fmt::Display for PerfDataStats {
             self.malformed,
             self.lost_total()
         )?;
+        if self.unmapped > 0 {
+            write!(f, ", unmapped EventHeader fields {}", self.unmapped)?;
+        }
         if self.split_rounds > 0 {
             write!(
                 f,
@@ -227,9 +241,10 @@ pub enum PerfDataError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The file has none of the selected tracepoints.
+    /// The file has none of the selected tracepoints and no EventHeader tracepoint.
     #[error(
-        "{}: no {}, {} or {} events; the file has: {}. Record them with \
+        "{}: no {}, {} or {} events and no EventHeader events (PROVIDER_L<level>K<keyword>); \
+         the file has: {}. Record them with \
          `perf record -e user_events:{} -e user_events:{} -e user_events:{} -a`, or name \
          the tracepoints that carry OTLP",
         path.display(), names.metrics, names.traces, names.logs,
@@ -263,7 +278,8 @@ pub struct PerfDataReader {
     path: PathBuf,
     records: Records<Box<dyn Read + Send>>,
     /// Per attr index: the event's name and, for a selected tracepoint, its signal.
-    attrs: Vec<(String, Option<Signal>)>,
+    attrs: Vec<(String, Source)>,
+    eventheader: EventHeaderDecoder,
     stats: PerfDataStats,
     decoded: u64,
     done: bool,
@@ -324,14 +340,18 @@ impl PerfDataReader {
                 let name = attr
                     .name()
                     .map_or_else(|| format!("attr #{i}"), str::to_owned);
-                let signal = match attr.attributes().type_ {
-                    PerfEventType::Tracepoint(_) => names.signal_of(&name),
-                    _ => None,
+                let source = match attr.attributes().type_ {
+                    PerfEventType::Tracepoint(_) => match names.signal_of(&name) {
+                        Some(signal) => Source::Otlp(signal),
+                        None if is_eventheader_tracepoint(&name) => Source::EventHeader,
+                        None => Source::Skip,
+                    },
+                    _ => Source::Skip,
                 };
-                (name, signal)
+                (name, source)
             })
             .collect();
-        if attrs.iter().all(|(_, signal)| signal.is_none()) {
+        if attrs.iter().all(|(_, source)| *source == Source::Skip) {
             return Err(PerfDataError::NoOtlpTracepoints {
                 path: path.to_owned(),
                 names: names.clone(),
@@ -342,12 +362,16 @@ impl PerfDataReader {
             .seek(SeekFrom::Start(data.offset))
             .map_err(|e| PerfDataError::io(path, e))?;
         let reader: Box<dyn Read + Send> = Box::new(BufReader::new(source));
-        let wanted = attrs.iter().map(|(_, signal)| signal.is_some()).collect();
+        let wanted = attrs
+            .iter()
+            .map(|(_, source)| *source != Source::Skip)
+            .collect();
         let records = Records::new(reader, data.size, perf_file.event_attributes(), wanted);
         Ok(Self {
             path: path.to_owned(),
             records,
             attrs,
+            eventheader: EventHeaderDecoder::new(),
             stats: PerfDataStats::default(),
             decoded: 0,
             done: false,
@@ -417,14 +441,14 @@ impl PerfDataReader {
                 // `Records` keeps nothing else.
                 _ => continue,
             }
-            let Some((name, signal)) = self.attrs.get(attr_index) else {
+            let Some((name, source)) = self.attrs.get(attr_index) else {
                 add(&mut self.stats.skipped, format!("attr #{attr_index}"), 1);
                 continue;
             };
-            let Some(signal) = *signal else {
+            if *source == Source::Skip {
                 add(&mut self.stats.skipped, name.clone(), 1);
                 continue;
-            };
+            }
             add(&mut self.stats.events, name.clone(), 1);
             let sample = match record.parse() {
                 Ok(EventRecord::Sample(sample)) => sample,
@@ -434,8 +458,18 @@ impl PerfDataReader {
                 }
             };
             let raw = sample.raw.map(|raw| raw.as_slice());
-            match decode_sample(signal, raw.as_deref()) {
+            let decoded = match *source {
+                Source::Otlp(signal) => decode_sample(signal, raw.as_deref()),
+                _ => decode_eventheader_sample(&mut self.eventheader, name, raw.as_deref()).map(
+                    |event| {
+                        self.stats.unmapped = self.stats.unmapped.saturating_add(event.unmapped);
+                        event.request
+                    },
+                ),
+            };
+            match decoded {
                 Ok(request) => {
+                    let signal = request.signal();
                     add(&mut self.stats.requests, signal, 1);
                     add(&mut self.stats.items, signal, request.items());
                     self.decoded += 1;
@@ -479,6 +513,28 @@ fn decode_sample(signal: Signal, raw: Option<&[u8]>) -> Result<Request, &'static
     let raw = raw.ok_or("no_raw")?;
     let fields = raw.get(layout::TRACE_ENTRY_LEN..).unwrap_or_default();
     decode_event(signal, fields).map_err(|e| e.reason())
+}
+
+/// Decodes an EventHeader tracepoint sample's raw data, or says why it does not decode.
+fn decode_eventheader_sample(
+    decoder: &mut EventHeaderDecoder,
+    tracepoint: &str,
+    raw: Option<&[u8]>,
+) -> Result<EventHeaderEvent, &'static str> {
+    let raw = raw.ok_or("no_raw")?;
+    let fields = raw.get(layout::TRACE_ENTRY_LEN..).unwrap_or_default();
+    decoder.decode(tracepoint, fields).map_err(|e| e.reason())
+}
+
+/// How the samples of one perf event of a capture decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// A tracepoint carrying OTLP of this signal.
+    Otlp(Signal),
+    /// An EventHeader tracepoint.
+    EventHeader,
+    /// Anything else: counted and skipped.
+    Skip,
 }
 
 fn event(tracepoint: &str, sample: &SampleRecord<'_>, request: Request) -> PerfDataEvent {

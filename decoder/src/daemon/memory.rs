@@ -130,6 +130,7 @@ impl EventSource for MemorySource {
                         pid: std::process::id(),
                         tid: 0,
                         fields: &fields,
+                        eventheader: false,
                     },
                 );
             }

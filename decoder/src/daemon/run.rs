@@ -23,7 +23,7 @@ use super::forward::{ForwardConfig, Forwarder};
 use super::source::EventSource;
 use super::stats::{Snapshot, Stats};
 use crate::batch::{Batch, Incoming};
-use crate::decode::{Request, Signal, check_event};
+use crate::decode::{EventHeaderDecoder, Request, Signal, check_event};
 use crate::kernel::ReaderError;
 use crate::sink::SinkError;
 
@@ -138,6 +138,7 @@ fn read_loop(
     stats: &Stats,
     tx: &mpsc::Sender<Incoming>,
 ) {
+    let mut eventheader = EventHeaderDecoder::new();
     loop {
         let stopping = stop.load(Ordering::Acquire);
         if !stopping && let Err(e) = source.wait(WAIT) {
@@ -145,9 +146,30 @@ fn read_loop(
             return;
         }
         let mut decoded = Vec::new();
-        source.drain(
+        source.drain(&mut |signal, event| {
+            if event.eventheader {
+                return match eventheader.decode(event.tracepoint, event.fields) {
+                    Ok(eh) => {
+                        let req = eh.request;
+                        stats.decoded(req.signal(), event.fields.len(), req.items());
+                        if eh.unmapped > 0 {
+                            stats.eventheader_unmapped(eh.unmapped);
+                            tracing::debug!(
+                                tracepoint = event.tracepoint,
+                                unmapped = eh.unmapped,
+                                "EventHeader fields kept as attributes"
+                            );
+                        }
+                        decoded.push(Incoming::Decoded(req));
+                    }
+                    Err(e) => {
+                        stats.malformed(e.reason());
+                        tracing::debug!(tracepoint = event.tracepoint, "skipped event: {e}");
+                    }
+                };
+            }
             // Checked, not decoded: the batcher sends the requests' own bytes on.
-            &mut |signal, event| match check_event(signal, event.fields) {
+            match check_event(signal, event.fields) {
                 Ok((request, items)) => {
                     stats.decoded(signal, request.len(), items);
                     decoded.push(Incoming::Protobuf {
@@ -164,8 +186,8 @@ fn read_loop(
                         "skipped event: {e}"
                     );
                 }
-            },
-        );
+            }
+        });
         stats.set_reader_counts(source.lost_by_cpu(), &source.malformed_records());
         for req in decoded {
             if tx.blocking_send(req).is_err() {

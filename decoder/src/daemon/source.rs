@@ -16,8 +16,10 @@ pub trait EventSource: Send + 'static {
     /// Sleeps until events may be ready or `timeout` passes. An error ends the daemon.
     fn wait(&mut self, timeout: Duration) -> io::Result<()>;
 
-    /// Calls `f` with every event read so far and the signal its tracepoint carries; events
-    /// that cannot be read are counted in [`malformed_records`](Self::malformed_records).
+    /// Calls `f` with every event read so far and the signal its tracepoint carries (for
+    /// an EventHeader event, [`Event::eventheader`], the signal is decided by its content);
+    /// events that cannot be read are counted in
+    /// [`malformed_records`](Self::malformed_records).
     fn drain(&mut self, f: &mut dyn FnMut(Signal, Event<'_>));
 
     /// Records the source dropped because nobody drained it in time (the kernel's
@@ -71,7 +73,13 @@ impl EventSource for PerfSource {
 
     fn drain(&mut self, f: &mut dyn FnMut(Signal, Event<'_>)) {
         let signals = &self.signals;
-        self.reader.drain(|event| f(signals[event.index], event));
+        // EventHeader tracepoints come after the OTLP ones; their signal is in the event.
+        self.reader.drain(|event| {
+            f(
+                signals.get(event.index).copied().unwrap_or(Signal::Logs),
+                event,
+            )
+        });
     }
 
     fn lost_by_cpu(&self) -> Vec<(u32, u64)> {

@@ -29,6 +29,7 @@ pub(crate) struct Stats {
     items: PerSignal,
     batches: PerSignal,
     batched_items: PerSignal,
+    eventheader_unmapped: AtomicU64,
     // Rare and keyed by label or CPU: maps behind a mutex.
     malformed: Mutex<BTreeMap<&'static str, u64>>,
     reader: Mutex<ReaderCounts>,
@@ -52,6 +53,12 @@ impl Stats {
         self.events[i].fetch_add(1, Ordering::Relaxed);
         self.bytes[i].fetch_add(bytes as u64, Ordering::Relaxed);
         self.items[i].fetch_add(items, Ordering::Relaxed);
+    }
+
+    /// A decoded EventHeader event had `n` fields that no OTLP field fits (kept as
+    /// attributes).
+    pub(crate) fn eventheader_unmapped(&self, n: u64) {
+        self.eventheader_unmapped.fetch_add(n, Ordering::Relaxed);
     }
 
     /// An event was skipped for `reason`.
@@ -109,6 +116,7 @@ impl Stats {
             items: per(&self.items),
             batches: per(&self.batches),
             batched_items: per(&self.batched_items),
+            eventheader_unmapped: self.eventheader_unmapped.load(Ordering::Relaxed),
             malformed,
             kernel_lost,
             corrupt_records,
@@ -131,6 +139,8 @@ pub struct Snapshot {
     pub batches: BTreeMap<Signal, u64>,
     /// Items in those batches.
     pub batched_items: BTreeMap<Signal, u64>,
+    /// Fields of EventHeader events that no OTLP field fits, kept as attributes.
+    pub eventheader_unmapped: u64,
     /// Events skipped, by reason.
     pub malformed: BTreeMap<&'static str, u64>,
     /// Records the kernel dropped because a ring was full, per CPU.
@@ -293,6 +303,13 @@ impl fmt::Display for Snapshot {
             "malformed events {:?}, corrupt ring records {:?}",
             self.malformed, self.corrupt_records
         )?;
+        if self.eventheader_unmapped > 0 {
+            writeln!(
+                f,
+                "EventHeader fields kept as attributes (no OTLP field) {}",
+                self.eventheader_unmapped
+            )?;
+        }
         writeln!(
             f,
             "kernel lost {} {:?}",
@@ -309,6 +326,27 @@ impl fmt::Display for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unmapped_eventheader_fields_are_counted_and_shown() {
+        let stats = Stats::default();
+        assert!(
+            !stats
+                .snapshot(Vec::new())
+                .to_string()
+                .contains("EventHeader")
+        );
+        stats.eventheader_unmapped(2);
+        stats.eventheader_unmapped(1);
+        let snapshot = stats.snapshot(Vec::new());
+        assert_eq!(snapshot.eventheader_unmapped, 3);
+        assert!(
+            snapshot
+                .to_string()
+                .contains("EventHeader fields kept as attributes (no OTLP field) 3"),
+            "{snapshot}"
+        );
+    }
 
     #[test]
     fn a_snapshot_reads_every_counter() {

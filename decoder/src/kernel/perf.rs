@@ -21,6 +21,8 @@ const PARANOID: &str = "/proc/sys/kernel/perf_event_paranoid";
 pub(crate) struct Tracepoint {
     pub(crate) name: String,
     pub(crate) id: u64,
+    /// An EventHeader tracepoint rather than one carrying OTLP.
+    pub(crate) eventheader: bool,
 }
 
 /// One CPU's perf events and the ring they share.

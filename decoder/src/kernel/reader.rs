@@ -30,6 +30,12 @@ pub struct ReaderConfig {
     /// before any application starts and survive applications exiting. Otherwise an
     /// application must have registered them before [`TracepointReader::open`].
     pub register: bool,
+    /// EventHeader providers to read too (`--eventheader`): their tracepoints at levels 1
+    /// to 5 with keyword 1, which the upstream `opentelemetry-user-events-logs` and `-trace`
+    /// crates use (registered by the reader when [`register`](Self::register) is set, so
+    /// it attaches before the applications start), and every other
+    /// `<provider>_L<level>K<keyword>` tracepoint that exists when the reader opens.
+    pub eventheader_providers: Vec<String>,
 }
 
 impl Default for ReaderConfig {
@@ -45,6 +51,7 @@ impl Default for ReaderConfig {
             ring_kib: 1024,
             wakeup_bytes: 1,
             register: true,
+            eventheader_providers: Vec::new(),
         }
     }
 }
@@ -55,7 +62,8 @@ impl Default for ReaderConfig {
 pub struct Event<'a> {
     /// The tracepoint's name.
     pub tracepoint: &'a str,
-    /// The tracepoint's index in [`ReaderConfig::tracepoints`].
+    /// The tracepoint's index in [`ReaderConfig::tracepoints`], or past them for the
+    /// EventHeader tracepoints (see [`TracepointReader::tracepoints`]).
     pub index: usize,
     /// The CPU it was written on.
     pub cpu: u32,
@@ -68,6 +76,8 @@ pub struct Event<'a> {
     /// The event's fields (after the 8-byte `trace_entry`), possibly followed by up to 7
     /// bytes of padding; [`payload`](Self::payload) decodes them.
     pub fields: &'a [u8],
+    /// An EventHeader event ([`ReaderConfig::eventheader_providers`]), not OTLP.
+    pub eventheader: bool,
 }
 
 impl<'a> Event<'a> {
@@ -103,7 +113,7 @@ impl TracepointReader {
 
         let tracefs = Tracefs::locate(config.tracefs.as_deref())?;
         tracefs.require_user_events()?;
-        let registrations = if config.register {
+        let mut registrations = if config.register {
             config
                 .tracepoints
                 .iter()
@@ -112,16 +122,42 @@ impl TracepointReader {
         } else {
             Vec::new()
         };
-        let tracepoints = config
+        let mut eventheader = Vec::new();
+        for provider in &config.eventheader_providers {
+            for level in 1..=5 {
+                let name = format!("{provider}_L{level}K1");
+                if config.register {
+                    registrations.push(Registration::register_eventheader(&name)?);
+                }
+                eventheader.push(name);
+            }
+            for name in tracefs.eventheader_tracepoints(provider) {
+                if !eventheader.contains(&name) {
+                    eventheader.push(name);
+                }
+            }
+        }
+        let mut tracepoints = config
             .tracepoints
             .iter()
             .map(|name| {
                 Ok(Tracepoint {
                     name: name.clone(),
                     id: tracefs.otlp_event_id(name)?,
+                    eventheader: false,
                 })
             })
             .collect::<Result<Vec<_>, ReaderError>>()?;
+        for name in eventheader {
+            if tracepoints.iter().any(|t| t.name == name) {
+                continue;
+            }
+            tracepoints.push(Tracepoint {
+                id: tracefs.eventheader_event_id(&name)?,
+                name,
+                eventheader: true,
+            });
+        }
 
         let epoll = Epoll::new().map_err(|source| ReaderError::Syscall {
             call: "epoll_create1",
@@ -186,7 +222,8 @@ impl TracepointReader {
         self.demux.cpus.iter().map(|c| c.cpu).collect()
     }
 
-    /// The tracepoints read and their tracefs ids, in [`ReaderConfig::tracepoints`] order.
+    /// The tracepoints read and their tracefs ids, in [`ReaderConfig::tracepoints`] order,
+    /// then the EventHeader tracepoints of [`ReaderConfig::eventheader_providers`].
     pub fn tracepoints(&self) -> impl Iterator<Item = (&str, u64)> {
         self.demux
             .tracepoints
@@ -208,8 +245,21 @@ impl TracepointReader {
 /// Checks what `open` cannot find out from the kernel; returns `wakeup_bytes` as a u32.
 fn check_config(config: &ReaderConfig, ring_bytes: usize) -> Result<u32, ReaderError> {
     let problem = |p: String| Err(ReaderError::Config { problem: p });
-    if config.tracepoints.is_empty() {
+    if config.tracepoints.is_empty() && config.eventheader_providers.is_empty() {
         return problem("no tracepoints to read".to_owned());
+    }
+    for provider in &config.eventheader_providers {
+        if provider.is_empty()
+            || provider.len() > 200
+            || !provider
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return problem(format!(
+                "EventHeader provider {provider:?}: a provider name is 1 to 200 ASCII letters, \
+                 digits and underscores"
+            ));
+        }
     }
     for (i, name) in config.tracepoints.iter().enumerate() {
         if let Err(e) = layout::validate_name(name) {
@@ -276,6 +326,7 @@ impl Demux {
                                     pid: sample.pid,
                                     tid: sample.tid,
                                     fields: sample.fields(),
+                                    eventheader: tracepoints[index].eventheader,
                                 });
                                 None
                             }
@@ -328,10 +379,12 @@ mod tests {
             Tracepoint {
                 name: "otlp_metrics".into(),
                 id: METRICS_ID,
+                eventheader: false,
             },
             Tracepoint {
                 name: "otlp_traces".into(),
                 id: TRACES_ID,
+                eventheader: false,
             },
         ];
         let cpus = (0..2)

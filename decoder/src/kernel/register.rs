@@ -5,6 +5,10 @@ use ue_wire::{Tracepoint, layout};
 
 use crate::kernel::ReaderError;
 
+/// The fields of every EventHeader tracepoint, as the `eventheader` crate registers them.
+pub(crate) const EVENTHEADER_FIELDS: &str =
+    "u8 eventheader_flags; u8 version; u16 id; u16 tag; u8 opcode; u8 level";
+
 /// A user_events tracepoint registered with exactly the exporters' layout
 /// ([`layout::definition`]). The kernel keeps the tracepoint while any registration of it
 /// is open, so holding one keeps the event (and the reader's perf events on it) alive
@@ -30,6 +34,23 @@ impl Registration {
         let tracepoint = Tracepoint::register(name).map_err(|errno| ReaderError::Register {
             tracepoint: name.to_owned(),
             errno,
+        })?;
+        Ok(Self {
+            name: name.to_owned(),
+            tracepoint,
+        })
+    }
+
+    /// Registers `name` (`<provider>_L<level>K<keyword>`) with the EventHeader fields
+    /// `u8 eventheader_flags; u8 version; u16 id; u16 tag; u8 opcode; u8 level`, exactly
+    /// as the `eventheader` crate does, so that the applications' registrations match it.
+    pub fn register_eventheader(name: &str) -> Result<Self, ReaderError> {
+        let definition = format!("{name} {EVENTHEADER_FIELDS}");
+        let tracepoint = Tracepoint::register_definition(&definition).map_err(|errno| {
+            ReaderError::Register {
+                tracepoint: name.to_owned(),
+                errno,
+            }
         })?;
         Ok(Self {
             name: name.to_owned(),

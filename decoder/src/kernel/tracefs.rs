@@ -109,6 +109,47 @@ impl Tracefs {
         self.event_id(name)
     }
 
+    /// Checks that tracepoint `name` exists with the EventHeader header fields (its first
+    /// field is `eventheader_flags`, right after the common fields) and returns its id.
+    pub(crate) fn eventheader_event_id(&self, name: &str) -> Result<u64, ReaderError> {
+        let format = self.event_format(name)?;
+        match format.field("eventheader_flags") {
+            Some(f) if f.offset == 8 && f.size == 1 => {}
+            found => {
+                return Err(ReaderError::LayoutMismatch {
+                    tracepoint: name.to_owned(),
+                    path: self.event_dir(name).join("format"),
+                    field: "eventheader_flags",
+                    expected: "u8 at offset 8".to_owned(),
+                    found: found.map_or_else(
+                        || "no such field".to_owned(),
+                        |f| format!("{} bytes at offset {}", f.size, f.offset),
+                    ),
+                });
+            }
+        }
+        self.event_id(name)
+    }
+
+    /// The EventHeader tracepoints of `provider` that exist now
+    /// (`events/user_events/<provider>_L<level>K<keyword>...`), sorted.
+    pub(crate) fn eventheader_tracepoints(&self, provider: &str) -> Vec<String> {
+        let prefix = format!("{provider}_L");
+        let mut names: Vec<String> = std::fs::read_dir(self.root.join("events/user_events"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .filter(|name| {
+                name.starts_with(&prefix)
+                    && !name[prefix.len()..].contains("_L")
+                    && crate::decode::is_eventheader_tracepoint(name)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
     fn read(&self, name: &str, path: &Path, what: &'static str) -> Result<String, ReaderError> {
         fs::read_to_string(path).map_err(|source| {
             if source.kind() == io::ErrorKind::NotFound {
@@ -532,6 +573,59 @@ tracefs /sys/kernel/tracing tracefs rw 0 0
         fs::write(event.join("format"), wrong).unwrap();
         let err = t.otlp_event_id("otlp_metrics").unwrap_err();
         assert!(err.to_string().contains("`buffer`"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod eventheader_tests {
+    use std::fs;
+
+    use super::*;
+
+    /// The format the kernel prints for an EventHeader tracepoint (6.12).
+    const EVENTHEADER_6_12: &str = "name: p_L4K1\nID: 1530\nformat:\n\
+        \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+        \tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n\
+        \tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;\n\
+        \tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\
+        \tfield:u8 eventheader_flags;\toffset:8;\tsize:1;\tsigned:0;\n\
+        \tfield:u8 version;\toffset:9;\tsize:1;\tsigned:0;\n\
+        \tfield:u16 id;\toffset:10;\tsize:2;\tsigned:0;\n\
+        \tfield:u16 tag;\toffset:12;\tsize:2;\tsigned:0;\n\
+        \tfield:u8 opcode;\toffset:14;\tsize:1;\tsigned:0;\n\
+        \tfield:u8 level;\toffset:15;\tsize:1;\tsigned:0;\n\n\
+        print fmt: \"\"\n";
+
+    #[test]
+    fn eventheader_tracepoints_are_listed_and_checked() {
+        let dir = std::env::temp_dir().join(format!("ue-decoder-eh-{}", std::process::id()));
+        for name in [
+            "p_L4K1",
+            "p_L5Kff",
+            "p_L1K1Gx",
+            "p_other",
+            "pq_L4K1",
+            "otlp_logs",
+        ] {
+            fs::create_dir_all(dir.join("events/user_events").join(name)).unwrap();
+        }
+        fs::write(dir.join("user_events_data"), "").unwrap();
+        let t = Tracefs::locate(Some(&dir)).unwrap();
+        assert_eq!(
+            t.eventheader_tracepoints("p"),
+            ["p_L1K1Gx", "p_L4K1", "p_L5Kff"]
+        );
+        assert!(t.eventheader_tracepoints("none").is_empty());
+
+        let event = t.event_dir("p_L4K1");
+        fs::write(event.join("format"), EVENTHEADER_6_12).unwrap();
+        fs::write(event.join("id"), "1530\n").unwrap();
+        assert_eq!(t.eventheader_event_id("p_L4K1").unwrap(), 1530);
+        let otlp = EVENTHEADER_6_12.replace("u8 eventheader_flags", "u8 flags");
+        fs::write(event.join("format"), otlp).unwrap();
+        let err = t.eventheader_event_id("p_L4K1").unwrap_err();
+        assert!(err.to_string().contains("eventheader_flags"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

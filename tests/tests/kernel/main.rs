@@ -3,6 +3,7 @@
 //! project's VM on hosts without user_events.
 #![cfg(feature = "kernel")]
 
+mod eventheader;
 mod exporter;
 mod listener_aware;
 mod logs;

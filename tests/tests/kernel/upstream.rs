@@ -252,9 +252,9 @@ fn ours_and_upstream_spans_arrive_at_perf_one_for_one() {
         && s.attributes.len() == 6
         && s.events.len() == 1));
 
-    // The upstream trace crate writes EventHeader events, one per span, which our decoder
-    // does not decode: count perf's samples of its tracepoint. otlp_traces is recorded too
-    // (the decoder reads only files that have an OTLP tracepoint), and stays empty.
+    // The upstream trace crate writes EventHeader events, one per span, which the decoder
+    // finds in the capture by their name and maps to OTLP spans: one sample and one span
+    // per span written. otlp_traces is recorded too, and stays empty.
     let _keep = RawWriter::register_raw(&format!("{UPSTREAM_TRACES} {EVENTHEADER_FIELDS}"));
     let upstream = capture(
         &[UPSTREAM_TRACES, layout::TRACES_TRACEPOINT],
@@ -263,11 +263,16 @@ fn ours_and_upstream_spans_arrive_at_perf_one_for_one() {
         SPANS,
     );
     assert_eq!(upstream.worker["items_total"].as_u64(), Some(want));
-    assert_eq!(upstream.perf.stats.items.get(&Signal::Traces), None);
+    assert_eq!(
+        upstream.perf.stats.items.get(&Signal::Traces).copied(),
+        Some(want),
+        "{:?}",
+        upstream.perf.stats
+    );
     let samples: u64 = upstream
         .perf
         .stats
-        .skipped
+        .events
         .iter()
         .filter(|(name, _)| name.ends_with(UPSTREAM_TRACES))
         .map(|(_, n)| n)
@@ -276,6 +281,29 @@ fn ours_and_upstream_spans_arrive_at_perf_one_for_one() {
         samples, want,
         "one {UPSTREAM_TRACES} event per span arrived: {:?}",
         upstream.perf.stats
+    );
+    assert!(
+        upstream.perf.stats.malformed.is_empty(),
+        "{:?}",
+        upstream.perf.stats
+    );
+    let names: Vec<_> = upstream
+        .perf
+        .events
+        .iter()
+        .filter_map(|e| match &e.request {
+            Request::Traces(t) => Some(t),
+            _ => None,
+        })
+        .flat_map(|t| &t.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names.len() as u64, want);
+    assert!(
+        names.iter().all(|n| *n == "GET /api/users/{id}"),
+        "{names:?}"
     );
     eprintln!(
         "spans: {want} from each: ours in {} events, upstream in {samples}",
