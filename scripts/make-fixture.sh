@@ -14,6 +14,7 @@
 #   tests/fixtures/logs.perf.data         what `perf record -e user_events:otlp_logs`
 #   tests/fixtures/logs.expected.txt      captured while the logs example ran (logs 12),
 #                                         and the stats line it printed
+#   tests/fixtures/logs.json              its golden OTLP/JSON lines (UE_BLESS=1, as above)
 #   tests/fixtures/eventheader.perf.data  what `perf record` captured of the upstream
 #   tests/fixtures/eventheader.expected.txt  EventHeader crates' events (eh-writer: fixed
 #                                         content, tests/src/eventheader.rs), and the line

@@ -99,6 +99,24 @@ fn fixture_decodes_to_the_golden_json() {
     assert_eq!(actual, golden, "{GOLDEN}: a different number of lines");
 }
 
+/// The golden OTLP/JSON of the logs capture, like `examples.json` for the other two.
+const LOGS_GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/logs.json");
+
+#[test]
+fn the_logs_capture_decodes_to_its_golden_json() {
+    let decoded =
+        decode_perf_data(Path::new(LOGS), &TracepointNames::default()).expect("fixture decodes");
+    let actual = json_lines(&decoded);
+    if std::env::var_os("UE_BLESS").is_some_and(|v| v == "1") {
+        std::fs::write(LOGS_GOLDEN, &actual).unwrap();
+        return;
+    }
+    let golden = std::fs::read_to_string(LOGS_GOLDEN)
+        .expect("tests/fixtures/logs.json missing: run with UE_BLESS=1 to create it");
+    assert!(!golden.is_empty() && golden.contains(r#""signal":"logs""#));
+    assert_eq!(actual, golden, "{LOGS_GOLDEN}");
+}
+
 #[test]
 fn golden_lines_are_otlp_json() {
     let golden = std::fs::read_to_string(GOLDEN).unwrap();
