@@ -308,16 +308,29 @@ fn the_log_examples_reach_the_receiver_through_the_ue_decoder_binary() {
 
     let received = receiver.accepted(Signal::Logs);
     assert!(received.iter().all(|r| r.protocol == Protocol::Grpc));
+    // By each resource's service: one request may carry both examples' events (the decoder
+    // sends the events' requests one after another in a batch).
+    let service_of = |rl: &ue_proto::logs::v1::ResourceLogs| {
+        rl.resource.as_ref().and_then(|r| {
+            r.attributes
+                .iter()
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    any_value::Value::StringValue(s) => Some(s.clone()),
+                    _ => None,
+                })
+        })
+    };
     let by_service = |service: &str| {
         let mut out = Vec::new();
-        for r in received
-            .iter()
-            .filter(|r| r.service_name().as_deref() == Some(service))
-        {
+        for r in &received {
             let Request::Logs(l) = &r.request else {
                 unreachable!()
             };
             for rl in &l.resource_logs {
+                if service_of(rl).as_deref() != Some(service) {
+                    continue;
+                }
                 for sl in &rl.scope_logs {
                     let scope = sl
                         .scope
