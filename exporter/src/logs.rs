@@ -79,10 +79,10 @@ impl LogExporter {
         self.core.registration()
     }
 
-    fn export_sync(&self, batch: &LogBatch<'_>) -> OTelSdkResult {
-        if !self.core.should_export()? {
-            return Ok(());
-        }
+    /// Packs and writes an export. Out of line, so that [`export`](Self::export)'s check for
+    /// a listener (all an export costs while nobody listens) inlines into its caller.
+    #[inline(never)]
+    fn write(&self, batch: &LogBatch<'_>) -> OTelSdkResult {
         let mut packer = self.packer.lock().unwrap_or_else(|e| e.into_inner());
         self.core.write_packed("log records", |sink| {
             logs::pack(&mut packer, &self.resource, batch, sink)
@@ -91,9 +91,14 @@ impl LogExporter {
 }
 
 impl SdkLogExporter for LogExporter {
+    #[inline]
     fn export(&self, batch: LogBatch<'_>) -> impl Future<Output = OTelSdkResult> + Send {
         // All work is synchronous (a few writev calls); nothing is held across an await.
-        ready(self.export_sync(&batch))
+        ready(match self.core.should_export() {
+            Ok(true) => self.write(&batch),
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        })
     }
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
