@@ -2,17 +2,17 @@
 //! that one is there, a raw tracepoint writer, and reading events back.
 //!
 //! On a host without user_events these tests fail and say to use `scripts/vm.sh` (which
-//! `scripts/test.sh` does by itself); they skip only when asked to with
-//! `UE_SKIP_KERNEL_TESTS=1`, and say so.
+//! `scripts/test.sh` does by itself); they never skip.
 
 use std::time::{Duration, Instant};
 
 use ue_decoder::{ReaderConfig, Tracefs, TracepointReader};
 use ue_wire::{Tracepoint, layout};
 
-/// Whether to run a kernel test: true when this kernel has user_events. Without it, panics
-/// with what to do, unless `UE_SKIP_KERNEL_TESTS=1` asks for an explicit, printed skip.
-pub fn required() -> bool {
+/// Checks that this kernel has user_events, the one thing every kernel test needs; without
+/// it, panics with what to do. There is no way to skip: CI runs these tests in the VM, and
+/// `scripts/test.sh` fails unless every one of them ran.
+pub fn require() {
     // The decoder's own logs, when asked for (UE_LOG=debug), to see inside a run in the VM.
     if let Ok(filter) = std::env::var("UE_LOG") {
         let _ = tracing_subscriber::fmt()
@@ -20,19 +20,13 @@ pub fn required() -> bool {
             .with_writer(std::io::stderr)
             .try_init();
     }
-    let missing = match Tracefs::locate(None).and_then(|t| t.require_user_events().map(|_| t)) {
-        Ok(_) => return true,
-        Err(e) => e,
-    };
-    if std::env::var("UE_SKIP_KERNEL_TESTS").as_deref() == Ok("1") {
-        eprintln!("SKIPPED (UE_SKIP_KERNEL_TESTS=1): {missing}");
-        return false;
+    if let Err(missing) = Tracefs::locate(None).and_then(|t| t.require_user_events().map(|_| t)) {
+        panic!(
+            "this test needs a kernel with user_events: {missing}\n\
+             Run the kernel tests in the project's VM with `scripts/test.sh` (or \
+             `scripts/vm.sh -- <test binary>`)."
+        );
     }
-    panic!(
-        "this test needs a kernel with user_events: {missing}\n\
-         Run the kernel tests in the project's VM with `scripts/test.sh` (or \
-         `scripts/vm.sh -- <test binary>`); set UE_SKIP_KERNEL_TESTS=1 to skip them explicitly."
-    );
 }
 
 /// A reader of `names` with a ring of `ring_kib` per CPU.

@@ -15,9 +15,7 @@ use ue_decoder::{Request, Signal};
 
 #[test]
 fn the_upstream_crates_reach_the_receiver_through_ue_decoder_run() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     let rt = tests::runtime();
     let receiver = rt.block_on(Receiver::start()).unwrap();
     let mut decoder = Command::new(tests::built("ue-decoder"))

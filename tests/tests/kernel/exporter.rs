@@ -42,9 +42,7 @@ fn read(reader: &mut ue_decoder::TracepointReader, want: usize) -> Vec<Got> {
 
 #[test]
 fn without_a_reader_nothing_is_written_and_the_skip_is_counted() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     let name = "ue_k_idle_metrics";
     let exporter = metrics_exporter(name, layout::DEFAULT_MAX_BUFFER);
     assert!(!exporter.listening(), "nobody listens yet");
@@ -66,9 +64,7 @@ fn without_a_reader_nothing_is_written_and_the_skip_is_counted() {
 
 #[test]
 fn the_enable_bit_follows_the_reader() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     let name = "ue_k_bit_traces";
     let exporter = SpanExporter::builder()
         .with_tracepoint_name(name)
@@ -89,9 +85,7 @@ fn the_enable_bit_follows_the_reader() {
 
 #[test]
 fn metrics_reach_a_perf_reader_byte_for_byte_as_captured() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     // The default name and limit: what applications and readers use.
     let mut reader = kernel::reader(&[layout::METRICS_TRACEPOINT], 1024);
     let exporter = MetricsExporter::builder().build().unwrap();
@@ -129,9 +123,7 @@ fn metrics_reach_a_perf_reader_byte_for_byte_as_captured() {
 
 #[test]
 fn spans_reach_a_perf_reader_byte_for_byte_as_captured() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     let mut reader = kernel::reader(&[layout::TRACES_TRACEPOINT], 1024);
     let exporter = SpanExporter::builder().build().unwrap();
     assert!(exporter.listening());
@@ -190,9 +182,7 @@ fn series_just_over_the_limit() -> (u64, usize) {
 
 #[test]
 fn an_export_just_over_the_limit_arrives_split_while_one_event_of_it_is_lost() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     let (series, one_event_len) = series_just_over_the_limit();
     assert!(
         one_event_len <= layout::PERF_MAX_BUFFER + 200,
@@ -246,9 +236,7 @@ fn an_export_just_over_the_limit_arrives_split_while_one_event_of_it_is_lost() {
 
 #[test]
 fn captured_and_kernel_events_agree_on_the_layout_the_kernel_reports() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     let reader = kernel::reader(&[layout::METRICS_TRACEPOINT, layout::TRACES_TRACEPOINT], 64);
     let tracefs = reader.tracefs();
     for name in [layout::METRICS_TRACEPOINT, layout::TRACES_TRACEPOINT] {

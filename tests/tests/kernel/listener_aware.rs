@@ -52,9 +52,7 @@ fn processor(name: &str) -> UserEventsSpanProcessor {
 
 #[test]
 fn the_span_processor_delivers_every_span_from_many_threads() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     let name = "ue_k_proc_traces";
     let mut reader = kernel::reader(&[name], 1024);
     let p = processor(name);
@@ -88,9 +86,7 @@ fn the_span_processor_delivers_every_span_from_many_threads() {
 
 #[test]
 fn under_the_listener_aware_sampler_nothing_is_recorded_until_a_reader_attaches() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     let name = "ue_k_sampled_traces";
     let p = processor(name);
     let stats = p.stats();
@@ -128,9 +124,7 @@ fn under_the_listener_aware_sampler_nothing_is_recorded_until_a_reader_attaches(
 
 #[test]
 fn the_listener_aware_reader_collects_nothing_until_a_reader_attaches_and_loses_nothing() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     let name = "ue_k_lazy_metrics";
     let exporter = MetricsExporter::builder()
         .with_tracepoint_name(name)

@@ -76,9 +76,7 @@ fn record(logger: &impl Logger<LogRecord = SdkLogRecord>, i: u64) -> SdkLogRecor
 
 #[test]
 fn log_records_reach_a_perf_reader_byte_for_byte_as_captured() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     let mut reader = kernel::reader(&[layout::LOGS_TRACEPOINT], 1024);
     let resource = Resource::builder().with_service_name("kernel-logs").build();
     let mut exporter = LogExporter::builder().build().unwrap();
@@ -123,9 +121,7 @@ fn log_records_reach_a_perf_reader_byte_for_byte_as_captured() {
 
 #[test]
 fn every_log_record_arrives_once_intact_over_http_and_grpc() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     const EXPORTS: u64 = 10;
     const RECORDS: u64 = 300;
     let rt = tests::runtime();
@@ -244,9 +240,7 @@ fn every_log_record_arrives_once_intact_over_http_and_grpc() {
 
 #[test]
 fn the_log_examples_reach_the_receiver_through_the_ue_decoder_binary() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     let rt = tests::runtime();
     let receiver = rt.block_on(Receiver::start()).unwrap();
     let mut decoder = Command::new(tests::built("ue-decoder"))

@@ -101,9 +101,7 @@ impl Decoder {
 
 #[test]
 fn every_point_and_span_arrives_once_intact_under_sustained_load() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     let rounds_env = std::env::var("UE_LOAD_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok());
@@ -261,9 +259,7 @@ type SpanIds = (String, Vec<u8>, Vec<u8>);
 
 #[test]
 fn the_ue_decoder_binary_forwards_the_example_programs_and_stops_cleanly_on_sigterm() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     let rt = tests::runtime();
     let receiver = rt.block_on(Receiver::start()).unwrap();
     let mut decoder = Command::new(tests::built("ue-decoder"))
@@ -397,9 +393,7 @@ const BURST_POINTS_PER_SEC: u64 = 5_000;
 
 #[test]
 fn a_paced_burst_of_5k_points_per_second_arrives_whole_with_no_kernel_loss() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     // Encode first (the SDK is slow under emulation), then write the events at the rate.
     let (capturing, capture) = {
         let c = EventCapture::new();

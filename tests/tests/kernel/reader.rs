@@ -27,9 +27,7 @@ fn payload(i: usize, len: usize) -> Vec<u8> {
 
 #[test]
 fn events_written_after_open_arrive_whole_and_attributed() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     let names = ["ue_dec_basic_metrics", "ue_dec_basic_traces"];
     let mut reader = kernel::reader(&names, 1024);
     let writers = names.map(RawWriter::register);
@@ -70,9 +68,7 @@ fn events_written_after_open_arrive_whole_and_attributed() {
 
 #[test]
 fn buffers_over_the_perf_limit_vanish_without_a_lost_record() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     let names = ["ue_dec_limit"];
     let mut reader = kernel::reader(&names, 1024);
     let w = RawWriter::register(names[0]);
@@ -90,9 +86,7 @@ fn buffers_over_the_perf_limit_vanish_without_a_lost_record() {
 
 #[test]
 fn a_full_ring_reports_every_dropped_event_as_lost() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     let names = ["ue_dec_lost"];
     // One page of ring: about four 1000-byte events fit.
     let mut reader = kernel::reader(&names, 4);
@@ -117,9 +111,7 @@ fn a_full_ring_reports_every_dropped_event_as_lost() {
 
 #[test]
 fn without_registration_an_unknown_tracepoint_is_named() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     let cfg = ReaderConfig {
         register: false,
         ..config(&["ue_dec_nobody_registered_this"], 64)
@@ -137,9 +129,7 @@ fn without_registration_an_unknown_tracepoint_is_named() {
 
 #[test]
 fn a_name_taken_with_another_layout_is_refused() {
-    if !kernel::required() {
-        return;
-    }
+    kernel::require();
     let name = "ue_dec_other_layout";
     let _taken = RawWriter::register_raw(&format!("{name} u32 something"));
 
