@@ -68,6 +68,19 @@ pub struct SpanPipeline {
     pub provider: SdkTracerProvider,
     /// What the exporter wrote so far.
     pub written: Probe,
+    /// The tracer the workload starts its spans with.
+    pub tracer: TracerKind,
+}
+
+/// Which tracer the span workload uses.
+pub enum TracerKind {
+    /// The provider's own.
+    Sdk,
+    /// The provider's, wrapped in a [`otlp_user_events::ListenerAwareTracer`].
+    ListenerAware(otlp_user_events::Listener),
+    /// The API's no-op tracer: what the application's own code costs, the floor of any
+    /// tracer.
+    Noop,
 }
 
 /// One exporter under test.
@@ -135,6 +148,17 @@ pub static VARIANTS: &[Variant] = &[
         spans_baseline: Some("sdk-only-sync"),
     },
     Variant {
+        name: "ours-aware-tracer",
+        about: "otlp-user-events, listener-aware: UserEventsSpanProcessor behind a ListenerAwareTracerProvider (no SDK call while nobody listens)",
+        user_events: true,
+        records: true,
+        receiver: false,
+        metrics: None,
+        spans: Some(ours_aware_tracer_spans),
+        metrics_baseline: None,
+        spans_baseline: Some("sdk-only-sync"),
+    },
+    Variant {
         name: "upstream",
         about: "opentelemetry-user-events-metrics 0.14 in a PeriodicReader; opentelemetry-user-events-trace 0.6 Processor (synchronous, one event per span)",
         user_events: true,
@@ -175,6 +199,17 @@ pub static VARIANTS: &[Variant] = &[
         receiver: false,
         metrics: None,
         spans: Some(sdk_always_off_spans),
+        metrics_baseline: None,
+        spans_baseline: None,
+    },
+    Variant {
+        name: "api-noop",
+        about: "the API's no-op tracer: the application's own span code and nothing else, the floor of any tracer",
+        user_events: false,
+        records: false,
+        receiver: false,
+        metrics: None,
+        spans: Some(api_noop_spans),
         metrics_baseline: None,
         spans_baseline: None,
     },
@@ -282,6 +317,7 @@ fn ours_spans(setup: &Setup) -> Result<SpanPipeline> {
         .context("otlp_user_events::SpanExporter")?;
     let stats = exporter.stats();
     Ok(SpanPipeline {
+        tracer: TracerKind::Sdk,
         provider: batch_provider(exporter, setup),
         written: Box::new(move || {
             let s = stats.snapshot();
@@ -315,6 +351,7 @@ fn ours_processor_spans(setup: &Setup) -> Result<SpanPipeline> {
     let processor = ours_processor(setup)?;
     let written = stats_probe(processor.stats());
     Ok(SpanPipeline {
+        tracer: TracerKind::Sdk,
         provider: SdkTracerProvider::builder()
             .with_resource(resource())
             .with_span_processor(processor)
@@ -327,12 +364,27 @@ fn ours_aware_spans(setup: &Setup) -> Result<SpanPipeline> {
     let processor = ours_processor(setup)?;
     let written = stats_probe(processor.stats());
     Ok(SpanPipeline {
+        tracer: TracerKind::Sdk,
         provider: SdkTracerProvider::builder()
             .with_resource(resource())
             .with_sampler(otlp_user_events::ListenerAwareSampler::new(
                 processor.listener(),
                 opentelemetry_sdk::trace::Sampler::AlwaysOn,
             ))
+            .with_span_processor(processor)
+            .build(),
+        written,
+    })
+}
+
+fn ours_aware_tracer_spans(setup: &Setup) -> Result<SpanPipeline> {
+    let processor = ours_processor(setup)?;
+    let written = stats_probe(processor.stats());
+    let listener = processor.listener();
+    Ok(SpanPipeline {
+        tracer: TracerKind::ListenerAware(listener),
+        provider: SdkTracerProvider::builder()
+            .with_resource(resource())
             .with_span_processor(processor)
             .build(),
         written,
@@ -375,6 +427,7 @@ fn upstream_spans(_setup: &Setup) -> Result<SpanPipeline> {
         .build()
         .map_err(|e| anyhow::anyhow!("opentelemetry_user_events_trace::Processor: {e}"))?;
     Ok(SpanPipeline {
+        tracer: TracerKind::Sdk,
         provider: SdkTracerProvider::builder()
             .with_resource(resource())
             .with_span_processor(processor)
@@ -414,6 +467,7 @@ fn otlp_spans(setup: &Setup) -> Result<SpanPipeline> {
         .build()
         .context("opentelemetry_otlp::SpanExporter")?;
     Ok(SpanPipeline {
+        tracer: TracerKind::Sdk,
         provider: batch_provider(exporter, setup),
         written: Box::new(Written::default),
     })
@@ -524,6 +578,7 @@ fn sdk_only_metrics(setup: &Setup) -> Result<MetricsPipeline> {
 fn sdk_only_spans(setup: &Setup) -> Result<SpanPipeline> {
     let counter = Counter::default();
     Ok(SpanPipeline {
+        tracer: TracerKind::Sdk,
         written: counter.probe(),
         provider: batch_provider(DropSpans(counter), setup),
     })
@@ -532,6 +587,7 @@ fn sdk_only_spans(setup: &Setup) -> Result<SpanPipeline> {
 fn sdk_always_off_spans(_setup: &Setup) -> Result<SpanPipeline> {
     let counter = Counter::default();
     Ok(SpanPipeline {
+        tracer: TracerKind::Sdk,
         // Records nothing by design: there is no "every item exported" to check.
         written: Box::new(Written::default),
         provider: SdkTracerProvider::builder()
@@ -542,9 +598,19 @@ fn sdk_always_off_spans(_setup: &Setup) -> Result<SpanPipeline> {
     })
 }
 
+fn api_noop_spans(_setup: &Setup) -> Result<SpanPipeline> {
+    Ok(SpanPipeline {
+        tracer: TracerKind::Noop,
+        // Records nothing by design.
+        written: Box::new(Written::default),
+        provider: SdkTracerProvider::builder().build(),
+    })
+}
+
 fn sdk_only_sync_spans(_setup: &Setup) -> Result<SpanPipeline> {
     let counter = Counter::default();
     Ok(SpanPipeline {
+        tracer: TracerKind::Sdk,
         written: counter.probe(),
         provider: SdkTracerProvider::builder()
             .with_resource(resource())

@@ -4,12 +4,15 @@ use std::fmt;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::noop::NoopTracer;
+use opentelemetry::trace::{Span as _, SpanKind, Tracer, TracerProvider as _};
 use opentelemetry::{KeyValue, metrics::MeterProvider as _};
 use serde::{Deserialize, Serialize};
 
 use crate::sys::{self, Preload, PreloadStats};
-use crate::variant::{Setup, Variant, Written};
+use otlp_user_events::ListenerAwareTracer;
+
+use crate::variant::{Setup, TracerKind, Variant, Written};
 
 /// What the application does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -206,6 +209,35 @@ fn stats_delta(before: Option<PreloadStats>, after: Option<PreloadStats>) -> Opt
     })
 }
 
+/// One round of the span workload through `tracer`: `n` server spans of 6 attributes and
+/// 1 event each.
+fn span_round<T: Tracer + 'static>(tracer: T, n: usize) -> Box<dyn FnMut(usize)> {
+    Box::new(move |_| {
+        for i in 0..n {
+            let mut span = tracer
+                .span_builder("GET /api/users/{id}")
+                .with_kind(SpanKind::Server)
+                .with_attributes([
+                    KeyValue::new("http.request.method", "GET"),
+                    KeyValue::new("http.route", "/api/users/{id}"),
+                    KeyValue::new("http.response.status_code", 200),
+                    KeyValue::new("server.address", "api.example.com"),
+                    KeyValue::new("user.id", (i % 1000) as i64),
+                    KeyValue::new("cache.hit", i % 3 == 0),
+                ])
+                .start(&tracer);
+            span.add_event(
+                "db.query",
+                vec![KeyValue::new(
+                    "db.statement",
+                    "SELECT * FROM users WHERE id = ?",
+                )],
+            );
+            span.end();
+        }
+    })
+}
+
 /// Measures `variant` on `workload` in this process: builds its pipeline, runs
 /// `plan.warmup_rounds` rounds, then measures `plan.rounds` rounds, each followed by a
 /// `force_flush` (metrics: collect and export; spans: export what is queued). Fails when the
@@ -277,32 +309,15 @@ pub fn measure(
                 .spans
                 .with_context(|| format!("{} has no span pipeline", variant.name))?;
             let pipeline = build(&setup)?;
-            let tracer = pipeline.provider.tracer("ue-bench");
+            let sdk = pipeline.provider.tracer("ue-bench");
             let n = workload.size;
-            let mut round: Box<dyn FnMut(usize)> = Box::new(move |_| {
-                for i in 0..n {
-                    let mut span = tracer
-                        .span_builder("GET /api/users/{id}")
-                        .with_kind(SpanKind::Server)
-                        .with_attributes([
-                            KeyValue::new("http.request.method", "GET"),
-                            KeyValue::new("http.route", "/api/users/{id}"),
-                            KeyValue::new("http.response.status_code", 200),
-                            KeyValue::new("server.address", "api.example.com"),
-                            KeyValue::new("user.id", (i % 1000) as i64),
-                            KeyValue::new("cache.hit", i % 3 == 0),
-                        ])
-                        .start(&tracer);
-                    span.add_event(
-                        "db.query",
-                        vec![KeyValue::new(
-                            "db.statement",
-                            "SELECT * FROM users WHERE id = ?",
-                        )],
-                    );
-                    span.end();
+            let mut round = match &pipeline.tracer {
+                TracerKind::Sdk => span_round(sdk, n),
+                TracerKind::ListenerAware(listener) => {
+                    span_round(ListenerAwareTracer::new(sdk, listener.clone()), n)
                 }
-            });
+                TracerKind::Noop => span_round(NoopTracer::new(), n),
+            };
             let provider = pipeline.provider.clone();
             run_rounds(
                 plan,

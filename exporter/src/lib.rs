@@ -10,7 +10,8 @@
 //! Data points, spans and log records are encoded straight from the SDK's data into the events, once each.
 //! For spans, [`UserEventsSpanProcessor`] does this in `on_end`, without the batch
 //! processor's queue and thread. [`ListenerAwareSampler`] and [`ListenerAwareReader`] make the
-//! SDK skip recording spans and collecting metrics while nobody listens.
+//! SDK skip recording spans and collecting metrics while nobody listens;
+//! [`ListenerAwareTracerProvider`] skips the SDK altogether for spans started then.
 //!
 //! Every event is one complete `ExportMetricsServiceRequest`, `ExportTraceServiceRequest` or
 //! `ExportLogsServiceRequest` holding as many data points, spans or log records as fit in the buffer limit, 8,168 bytes by default:
@@ -68,6 +69,7 @@ mod pack;
 mod processor;
 mod protobuf;
 mod stats;
+mod tracer;
 mod traces;
 mod writer;
 
@@ -81,6 +83,7 @@ pub use logs::{LogExporter, LogExporterBuilder};
 pub use metrics::{MetricsExporter, MetricsExporterBuilder};
 pub use processor::{DEFAULT_MAX_DELAY, UserEventsSpanProcessor, UserEventsSpanProcessorBuilder};
 pub use stats::{ExporterStats, StatsSnapshot};
+pub use tracer::{ListenerAwareSpan, ListenerAwareTracer, ListenerAwareTracerProvider};
 pub use traces::{SpanExporter, SpanExporterBuilder};
 pub use writer::{EventCapture, Registration};
 

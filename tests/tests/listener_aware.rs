@@ -4,14 +4,17 @@
 use std::time::{Duration, Instant};
 
 use opentelemetry::metrics::MeterProvider as _;
-use opentelemetry::trace::{Span as _, Tracer, TracerProvider as _};
-use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanId, Status, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+    Tracer, TracerProvider as _,
+};
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{SdkMeterProvider, Temporality};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanProcessor as _};
 use otlp_user_events::{
-    EventCapture, ListenerAwareReader, ListenerAwareSampler, MetricsExporter,
-    UserEventsSpanProcessor, layout,
+    EventCapture, ListenerAwareReader, ListenerAwareSampler, ListenerAwareTracerProvider,
+    MetricsExporter, UserEventsSpanProcessor, layout,
 };
 use tests::otlp::{decode_events, int_sum_total, span_names};
 use tests::sdk::full_span;
@@ -28,7 +31,10 @@ fn processor(capture: &EventCapture, delay: Duration, shards: usize) -> UserEven
 
 /// Spans with 6 attributes and 1 event, named `t{thread}-{i}`.
 fn make_spans(provider: &SdkTracerProvider, thread: usize, n: usize) {
-    let tracer = provider.tracer("listener-aware-test");
+    spans_through(&provider.tracer("listener-aware-test"), thread, n);
+}
+
+fn spans_through<T: Tracer>(tracer: &T, thread: usize, n: usize) {
     for i in 0..n {
         let mut span = tracer.start(format!("t{thread}-{i}"));
         for a in 0..6 {
@@ -169,6 +175,77 @@ fn while_nobody_listens_the_sampler_records_nothing_and_spans_flow_once_a_reader
     assert_eq!(names.len(), 51);
     assert!(names.iter().all(|n| n == "heard" || n.starts_with("t1-")));
     provider.shutdown().unwrap();
+}
+
+#[test]
+fn while_nobody_listens_the_tracer_skips_the_sdk_and_spans_flow_once_a_reader_attaches() {
+    let capture = EventCapture::new();
+    capture.set_listening(false);
+    let p = processor(&capture, Duration::from_secs(30), 1);
+    let stats = p.stats();
+    let listener = p.listener();
+    let sdk = SdkTracerProvider::builder().with_span_processor(p).build();
+    let provider = ListenerAwareTracerProvider::new(sdk, listener);
+    let tracer = provider.tracer("t");
+    let remote = SpanContext::new(
+        TraceId::from(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10),
+        SpanId::from(0x1112_1314_1516_1718),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    );
+    let parent = Context::new().with_remote_span_context(remote.clone());
+
+    // Off: nothing reaches the SDK; a span carries its parent's context, a root none.
+    let mut child = tracer.start_with_context("unheard-child", &parent);
+    assert!(!child.is_recording());
+    assert_eq!(child.span_context(), &remote);
+    child.set_attribute(KeyValue::new("k", "v"));
+    child.set_status(Status::error("ignored"));
+    child.update_name("renamed");
+    child.add_link(remote.clone(), vec![]);
+    child.record_error(&std::fmt::Error);
+    child.end();
+    let root = tracer.start("unheard");
+    assert!(!root.is_recording());
+    assert!(!root.span_context().is_valid());
+    drop(root);
+    spans_through(&tracer, 0, 50);
+    provider.sdk().force_flush().unwrap();
+    assert!(capture.events().is_empty());
+    assert_eq!(stats.snapshot().items_written, 0);
+
+    // On: the SDK's spans, with the parent they were given.
+    capture.set_listening(true);
+    let child = tracer.start_with_context("heard-child", &parent);
+    assert!(child.is_recording());
+    assert_eq!(child.span_context().trace_id(), remote.trace_id());
+    assert_ne!(child.span_context().span_id(), remote.span_id());
+    drop(child);
+    spans_through(&tracer, 1, 50);
+    provider.sdk().force_flush().unwrap();
+    let events = capture.take();
+    let names = span_names(&events);
+    assert_eq!(names.len(), 51, "{names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n == "heard-child" || n.starts_with("t1-"))
+    );
+    let spans: Vec<_> = decode_events::<ExportTraceServiceRequest>(&events)
+        .into_iter()
+        .flat_map(|r| r.resource_spans)
+        .flat_map(|rs| rs.scope_spans)
+        .flat_map(|ss| ss.spans)
+        .collect();
+    let heard = spans.iter().find(|s| s.name == "heard-child").unwrap();
+    assert_eq!(heard.parent_span_id, remote.span_id().to_bytes());
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.attributes.len() == 6 || s.name == "heard-child")
+    );
+    provider.sdk().shutdown().unwrap();
 }
 
 #[test]

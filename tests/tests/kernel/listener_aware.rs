@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::MeterProvider as _;
-use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{Span as _, Tracer, TracerProvider as _};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use otlp_user_events::{
-    ListenerAwareReader, ListenerAwareSampler, MetricsExporter, Registration,
-    UserEventsSpanProcessor,
+    ListenerAwareReader, ListenerAwareSampler, ListenerAwareTracerProvider, MetricsExporter,
+    Registration, UserEventsSpanProcessor,
 };
 use tests::kernel::{self, Got};
 use tests::otlp::{int_sum_total, span_names};
@@ -29,7 +29,10 @@ fn fields(got: &[Got]) -> Vec<Vec<u8>> {
 }
 
 fn make_spans(provider: &SdkTracerProvider, prefix: &str, n: usize) {
-    let tracer = provider.tracer("kernel-listener-aware");
+    spans_through(&provider.tracer("kernel-listener-aware"), prefix, n);
+}
+
+fn spans_through<T: Tracer>(tracer: &T, prefix: &str, n: usize) {
     for i in 0..n {
         let mut span = tracer.start(format!("{prefix}-{i}"));
         for a in 0..6 {
@@ -120,6 +123,44 @@ fn under_the_listener_aware_sampler_nothing_is_recorded_until_a_reader_attaches(
             .all(|n| n == "heard" || n.starts_with("after-"))
     );
     provider.shutdown().unwrap();
+}
+
+#[test]
+fn under_the_listener_aware_tracer_nothing_reaches_the_sdk_until_a_reader_attaches() {
+    kernel::require();
+    let name = "ue_k_tracer_traces";
+    let p = processor(name);
+    let stats = p.stats();
+    let listener = p.listener();
+    let provider = ListenerAwareTracerProvider::new(
+        SdkTracerProvider::builder().with_span_processor(p).build(),
+        listener,
+    );
+    let tracer = provider.tracer("t");
+    assert!(!tracer.start("unheard").is_recording());
+    spans_through(&tracer, "before", 100);
+    provider.sdk().force_flush().unwrap();
+    let s = stats.snapshot();
+    assert_eq!((s.events_written, s.items_written), (0, 0));
+
+    let mut reader = kernel::reader(&[name], 1024);
+    std::thread::sleep(GRACE);
+    assert!(
+        tracer.start("heard").is_recording(),
+        "recording once a reader listens"
+    );
+    spans_through(&tracer, "after", 100);
+    provider.sdk().force_flush().unwrap();
+    let got = read(&mut reader, stats.snapshot().events_written as usize);
+    assert_eq!(reader.lost_total(), 0);
+    let names = span_names(&fields(&got));
+    assert_eq!(names.len(), 101, "{names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n == "heard" || n.starts_with("after-"))
+    );
+    provider.sdk().shutdown().unwrap();
 }
 
 #[test]
