@@ -374,8 +374,9 @@ impl Report {
             out.push_str(&markdown(&rows));
             let _ = writeln!(
                 out,
-                "\nTarget (issue 9), nobody listening: per span under the listener-aware sampler at most 1/3 of upstream's \
-                 no-listener cost (ratio <= 0.33); the 2 ns export-call target is measured by the criterion benches."
+                "\nTarget (issue 9), nobody listening: per span under the listener-aware path (ours-aware: the sampler; \
+                 ours-aware-tracer: the tracer provider) at most 1/3 of upstream's no-listener cost (ratio <= 0.33); \
+                 the 2 ns export-call target is measured by the criterion benches."
             );
         }
         out
