@@ -55,8 +55,8 @@ pub use capture::{
 #[cfg(feature = "testing")]
 pub use daemon::MemorySource;
 pub use daemon::{
-    Check, EventSource, ForwardConfig, ForwardError, PerfSource, RunConfig, RunError, Snapshot,
-    forward_capture, host_status, run,
+    AdminConfig, Check, EventSource, ForwardConfig, ForwardError, PerfSource, RunConfig, RunError,
+    Snapshot, forward_capture, host_status, run,
 };
 pub use decode::{
     EventHeaderDecoder, EventHeaderError, EventHeaderEvent, Invalid, Malformed, Request, Signal,

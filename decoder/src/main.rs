@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ue_decoder::{
-    BatchConfig, ForwardConfig, OtlpConfig, PerfDataReader, PerfSource, ReaderConfig, RetryConfig,
-    RunConfig, Signal, SinkConfig, TracepointNames,
+    AdminConfig, BatchConfig, ForwardConfig, OtlpConfig, PerfDataReader, PerfSource, ReaderConfig,
+    RetryConfig, RunConfig, Signal, SinkConfig, TracepointNames,
 };
 use ue_wire::layout;
 
@@ -132,6 +132,13 @@ struct RunArgs {
     /// Also send the decoder's counters as OTLP metrics through the sinks.
     #[arg(long)]
     self_metrics: bool,
+    /// Serve the decoder's counters (Prometheus text format) on /metrics, liveness on
+    /// /healthz and readiness on /readyz at this address, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    admin_addr: Option<std::net::SocketAddr>,
+    /// /healthz fails once a sink has failed every attempt for this many seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    unhealthy_after_secs: u64,
     /// tracefs mount point (default: found in /proc/mounts).
     #[arg(long, env = "UE_TRACEFS")]
     tracefs: Option<PathBuf>,
@@ -334,6 +341,10 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         stats_interval: Duration::from_secs(args.stats_secs.max(1)),
         self_metrics: args.self_metrics,
+        admin: args.admin_addr.map(|addr| AdminConfig {
+            addr,
+            unhealthy_after: Duration::from_secs(args.unhealthy_after_secs),
+        }),
     };
     let rt = runtime()?;
     let source = PerfSource::open(reader, &names, &signals)?;

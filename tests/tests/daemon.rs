@@ -47,6 +47,7 @@ fn config(sinks: Vec<SinkConfig>, batch: BatchConfig, stats: Duration) -> RunCon
         },
         stats_interval: stats,
         self_metrics: false,
+        admin: None,
     }
 }
 
@@ -390,4 +391,118 @@ fn a_slow_sink_drops_its_own_overflow_while_reading_and_the_other_sink_keep_up()
         "{slow_sink:?}"
     );
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+/// A plain HTTP/1.1 GET: the status code and the body.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+/// The value of the sample `series` (name and labels, as written) in a text exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn the_admin_endpoint_serves_counters_health_and_readiness() {
+    let rt = tests::runtime();
+    let receiver = rt.block_on(Receiver::start()).unwrap();
+    let source = MemorySource::new(1000);
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut run = config(
+        vec![SinkConfig::Otlp(OtlpConfig {
+            endpoint: receiver.http_endpoint(),
+            retry: RetryConfig {
+                initial_interval: Duration::from_millis(50),
+                max_interval: Duration::from_millis(100),
+                max_elapsed: Duration::from_secs(3600),
+                ..RetryConfig::default()
+            },
+            ..OtlpConfig::default()
+        })],
+        BatchConfig {
+            max_delay: Duration::from_millis(20),
+            ..BatchConfig::default()
+        },
+        Duration::from_secs(3600),
+    );
+    run.admin = Some(ue_decoder::AdminConfig {
+        addr,
+        unhealthy_after: Duration::from_secs(1),
+    });
+    let daemon = Daemon::start(&rt, &source, run);
+    eventually("/readyz answers 200", || {
+        std::net::TcpStream::connect(addr).is_ok() && http_get(addr, "/readyz").0 == 200
+    });
+    assert_eq!(http_get(addr, "/healthz"), (200, "ok\n".to_owned()));
+
+    for _ in 0..5 {
+        assert!(source.write(0, Signal::Metrics, &metrics(3)));
+    }
+    let sink = format!("otlp-http {}", receiver.http_endpoint());
+    let sent = format!("ue_decoder_sink_items_sent_total{{sink=\"{sink}\"}}");
+    eventually("/metrics counts the 15 points read and sent", || {
+        let text = http_get(addr, "/metrics").1;
+        sample(&text, "ue_decoder_items_total{signal=\"metrics\"}") == Some(15.0)
+            && sample(&text, &sent) == Some(15.0)
+    });
+    let (status, text) = http_get(addr, "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample(&text, "ue_decoder_events_total{signal=\"metrics\"}"),
+        Some(5.0)
+    );
+    assert!(text.contains("# TYPE ue_decoder_sink_dropped_items_total counter"));
+
+    // The collector fails every attempt: unhealthy once that lasts past the threshold,
+    // healthy again after a success.
+    receiver.set_default(Signal::Metrics, Respond::status(503));
+    assert!(source.write(0, Signal::Metrics, &metrics(1)));
+    eventually("/healthz fails, naming the sink", || {
+        let (status, body) = http_get(addr, "/healthz");
+        status == 503 && body.contains(&sink) && body.contains("503")
+    });
+    let failing = sample(
+        &http_get(addr, "/metrics").1,
+        &format!("ue_decoder_sink_failing_seconds{{sink=\"{sink}\"}}"),
+    )
+    .unwrap();
+    assert!(failing > 1.0, "{failing}");
+    receiver.set_default(Signal::Metrics, Respond::Ok);
+    eventually("/healthz recovers once the retry goes through", || {
+        http_get(addr, "/healthz").0 == 200
+    });
+    assert_eq!(http_get(addr, "/nope").0, 404);
+
+    let (s, _) = daemon.stop(&rt);
+    assert_eq!(s.sinks[0].items_sent, 16);
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "the endpoint closes with the daemon"
+    );
 }

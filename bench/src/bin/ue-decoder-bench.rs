@@ -237,6 +237,7 @@ fn main() -> Result<()> {
         },
         stats_interval: Duration::from_secs(3600),
         self_metrics: false,
+        admin: None,
     };
 
     // As many events as 8 perf rings of 1 MiB hold.

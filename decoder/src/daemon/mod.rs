@@ -7,6 +7,7 @@
 //! with `batch` and sends through `sink`, and owns the threads, channels, timers and
 //! shutdown order. Parsing, encoding and syscalls stay in those layers.
 
+mod admin;
 mod forward;
 #[cfg(feature = "testing")]
 mod memory;
@@ -15,6 +16,7 @@ mod source;
 pub(crate) mod stats;
 mod status;
 
+pub use admin::AdminConfig;
 pub use forward::{ForwardConfig, ForwardError, forward_capture};
 #[cfg(feature = "testing")]
 pub use memory::MemorySource;

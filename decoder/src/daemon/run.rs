@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::admin::{self, AdminConfig, AdminState};
 use super::forward::{ForwardConfig, Forwarder};
 use super::source::EventSource;
 use super::stats::{Snapshot, Stats};
@@ -36,6 +37,8 @@ pub struct RunConfig {
     pub stats_interval: Duration,
     /// Also send the decoder's counters as OTLP metrics through the sinks.
     pub self_metrics: bool,
+    /// Serve the counters, liveness and readiness over HTTP.
+    pub admin: Option<AdminConfig>,
 }
 
 impl Default for RunConfig {
@@ -45,6 +48,7 @@ impl Default for RunConfig {
             forward: ForwardConfig::default(),
             stats_interval: Duration::from_secs(10),
             self_metrics: false,
+            admin: None,
         }
     }
 }
@@ -86,6 +90,18 @@ pub async fn run(
         ));
     }
     let started = SystemTime::now();
+    // Bound first, so that a taken address fails the start, not a later scrape.
+    let admin = match &config.admin {
+        None => None,
+        Some(a) => {
+            let listener = admin::bind(a.addr).await.map_err(|e| {
+                RunError::Config(format!("cannot listen on --admin-addr {}: {e}", a.addr))
+            })?;
+            let state = Arc::new(AdminState::new(a.unhealthy_after, started));
+            let server = tokio::spawn(admin::serve(listener, Arc::clone(&state)));
+            Some((state, AbortOnDrop(server)))
+        }
+    };
     let stats = Arc::new(Stats::default());
     let mut forwarder = Forwarder::start(&config.forward, Arc::clone(&stats))?;
 
@@ -98,13 +114,23 @@ pub async fn run(
             .map_err(|e| RunError::Config(format!("cannot start the reader thread: {e}")))?
     };
     ready();
+    if let Some((state, _)) = &admin {
+        state.update(stats.snapshot(forwarder.sinks().snapshot()));
+        state.set_ready(true);
+    }
 
     let mut ticker = tokio::time::interval(config.stats_interval);
     ticker.tick().await;
+    let mut refresh = tokio::time::interval(admin::REFRESH);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            _ = refresh.tick(), if admin.is_some() => {
+                if let Some((state, _)) = &admin {
+                    state.update(stats.snapshot(forwarder.sinks().snapshot()));
+                }
+            }
             _ = ticker.tick() => {
                 let snap = stats.snapshot(forwarder.sinks().snapshot());
                 log_snapshot(&snap);
@@ -115,12 +141,18 @@ pub async fn run(
             }
             // The reading thread ended by itself: a fatal read error, logged there.
             () = forwarder.batching_ended() => {
+                if let Some((state, _)) = &admin {
+                    state.reader_stopped();
+                }
                 warn!("reading stopped; shutting down");
                 break;
             }
         }
     }
 
+    if let Some((state, _)) = &admin {
+        state.set_ready(false);
+    }
     info!("shutting down: draining the source and flushing batches");
     stop.store(true, Ordering::Release);
     // The reader drains what the source still holds, then drops its sender, which ends the
@@ -129,6 +161,15 @@ pub async fn run(
     tracing::debug!("reader stopped");
     let sink_snapshots = forwarder.finish().await;
     Ok(stats.snapshot(sink_snapshots))
+}
+
+/// Aborts the task when dropped: the admin endpoint lives as long as [`run`].
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The reading thread: wait, drain, decode, hand on; after `stop`, one last drain.

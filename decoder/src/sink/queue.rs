@@ -34,6 +34,9 @@ pub struct SinkSnapshot {
     pub queue_bytes: u64,
     /// The last failure, retried or not, or the last partial success's message.
     pub last_error: Option<String>,
+    /// How long every attempt has failed since the last success (`None`: the last attempt
+    /// succeeded, or none was made).
+    pub failing_for: Option<std::time::Duration>,
 }
 
 impl SinkSnapshot {
@@ -115,9 +118,17 @@ struct Stats {
     dropped_items: BTreeMap<&'static str, u64>,
     dropped_batches: BTreeMap<&'static str, u64>,
     last_error: Option<String>,
+    /// The first failure since the last success.
+    failing_since: Option<std::time::Instant>,
 }
 
 impl Stats {
+    fn failed(&mut self, error: String) {
+        self.last_error = Some(error);
+        self.failing_since
+            .get_or_insert_with(std::time::Instant::now);
+    }
+
     fn drop_batch(&mut self, batch: &Batch, reason: &'static str) {
         *self.dropped_items.entry(reason).or_default() += batch.items;
         *self.dropped_batches.entry(reason).or_default() += 1;
@@ -216,6 +227,7 @@ impl SinkQueue {
         s.stats.items_sent += batch.items.saturating_sub(rejected);
         s.stats.bytes_sent += batch.bytes as u64;
         s.stats.rejected_items += rejected;
+        s.stats.failing_since = None;
     }
 
     /// The in-flight batch was dropped for `reason` after `error`.
@@ -223,14 +235,14 @@ impl SinkQueue {
         let mut s = self.lock();
         s.in_flight = None;
         s.stats.drop_batch(batch, reason);
-        s.stats.last_error = Some(error);
+        s.stats.failed(error);
     }
 
     /// The in-flight batch will be tried again after `error`.
     pub(crate) fn retrying(&self, error: String) {
         let mut s = self.lock();
         s.stats.retries += 1;
-        s.stats.last_error = Some(error);
+        s.stats.failed(error);
     }
 
     /// Keeps `error` as the last one without changing a count (a partial success).
@@ -268,6 +280,7 @@ impl SinkQueue {
             dropped_batches: s.stats.dropped_batches.clone(),
             queue_bytes: s.queued_bytes as u64,
             last_error: s.stats.last_error.clone(),
+            failing_for: s.stats.failing_since.map(|t| t.elapsed()),
         }
     }
 }

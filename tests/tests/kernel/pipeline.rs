@@ -73,6 +73,7 @@ impl Decoder {
             },
             stats_interval: Duration::from_secs(5),
             self_metrics: false,
+            admin: None,
         };
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
