@@ -69,6 +69,7 @@ pub use kernel::{
 };
 pub use sink::{
     Compression, OtlpConfig, Protocol, RetryConfig, SinkConfig, SinkError, SinkSet, SinkSnapshot,
+    StatsdConfig, StatsdTarget,
 };
 /// The OTLP message types that [`Request`] carries.
 pub use ue_proto as proto;

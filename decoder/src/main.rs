@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ue_decoder::{
     AdminConfig, BatchConfig, ForwardConfig, OtlpConfig, PerfDataReader, PerfSource, ReaderConfig,
-    RetryConfig, RunConfig, Signal, SinkConfig, TracepointNames,
+    RetryConfig, RunConfig, Signal, SinkConfig, StatsdConfig, StatsdTarget, TracepointNames,
 };
 use ue_wire::layout;
 
@@ -65,6 +65,16 @@ struct SinkArgs {
     /// Also append OTLP/JSON lines to this file.
     #[arg(long)]
     file: Option<PathBuf>,
+    /// Also send the metrics as DogStatsD lines over UDP to HOST:PORT, e.g. the Datadog
+    /// agent's 127.0.0.1:8125.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "statsd_socket")]
+    statsd_addr: Option<String>,
+    /// Also send the metrics as DogStatsD lines to this Unix datagram socket.
+    #[arg(long, value_name = "PATH")]
+    statsd_socket: Option<PathBuf>,
+    /// Largest DogStatsD datagram (default: 1432 over UDP, 8192 over a Unix socket).
+    #[arg(long, value_name = "BYTES")]
+    statsd_max_datagram: Option<usize>,
     /// Most bytes each sink may hold queued; what overflows is dropped and counted.
     #[arg(long, default_value_t = 64)]
     queue_mib: usize,
@@ -228,6 +238,26 @@ impl SinkArgs {
                     ..RetryConfig::default()
                 },
             }));
+        }
+        let statsd = match (&self.statsd_addr, &self.statsd_socket) {
+            (Some(addr), _) => {
+                use std::net::ToSocketAddrs as _;
+                let resolved = addr
+                    .to_socket_addrs()
+                    .map_err(|e| format!("--statsd-addr {addr}: {e}"))?
+                    .next()
+                    .ok_or_else(|| format!("--statsd-addr {addr}: no address"))?;
+                Some(StatsdTarget::Udp(resolved))
+            }
+            (None, Some(path)) => Some(StatsdTarget::Unix(path.clone())),
+            (None, None) => None,
+        };
+        if let Some(target) = statsd {
+            let mut config = StatsdConfig::new(target);
+            if let Some(max) = self.statsd_max_datagram {
+                config.max_datagram = max;
+            }
+            sinks.push(SinkConfig::Statsd(config));
         }
         if self.stdout || (default_stdout && sinks.is_empty() && self.file.is_none()) {
             sinks.push(SinkConfig::Stdout);

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::RetryConfig;
+use super::statsd::StatsdConfig;
 
 /// The transport of an OTLP sink.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -103,6 +104,8 @@ pub enum SinkConfig {
     Stdout,
     /// One OTLP/JSON line per batch appended to a file.
     File(PathBuf),
+    /// Metrics as DogStatsD lines over UDP or a Unix datagram socket.
+    Statsd(StatsdConfig),
 }
 
 impl SinkConfig {
@@ -112,6 +115,7 @@ impl SinkConfig {
             Self::Otlp(c) => format!("{} {}", c.protocol.sink_kind(), c.endpoint),
             Self::Stdout => "stdout".into(),
             Self::File(path) => format!("file {}", path.display()),
+            Self::Statsd(c) => c.name(),
         }
     }
 }
@@ -156,6 +160,15 @@ pub enum SinkError {
     CreateDir {
         /// The directory.
         path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The DogStatsD sink's socket could not be opened or connected.
+    #[error("{target} sink: cannot open the socket")]
+    Statsd {
+        /// The sink's name, with its address or path.
+        target: String,
         /// Why.
         #[source]
         source: io::Error,

@@ -71,6 +71,8 @@ async fn work(queue: Arc<SinkQueue>, transport: Transport, retry: RetryConfig, m
 struct Running {
     queue: Arc<SinkQueue>,
     worker: JoinHandle<()>,
+    /// Takes metrics only (DogStatsD); the others take every signal.
+    metrics_only: bool,
 }
 
 /// The running sinks. [`submit`](Self::submit) hands a batch to every one without waiting;
@@ -104,7 +106,7 @@ impl SinkSet {
             let retry = match config {
                 SinkConfig::Otlp(c) => c.retry.clone(),
                 // A write error is not a collector's backpressure: no retry.
-                SinkConfig::Stdout | SinkConfig::File(_) => RetryConfig {
+                SinkConfig::Stdout | SinkConfig::File(_) | SinkConfig::Statsd(_) => RetryConfig {
                     enabled: false,
                     ..RetryConfig::default()
                 },
@@ -113,16 +115,21 @@ impl SinkSet {
                 sink: config.name(),
                 reason,
             })?;
-            built.push((config.name(), Transport::new(config)?, retry));
+            let metrics_only = matches!(config, SinkConfig::Statsd(_));
+            built.push((config.name(), Transport::new(config)?, retry, metrics_only));
         }
         let mut seeds = Rng::from_entropy();
         let sinks = built
             .into_iter()
-            .map(|(name, transport, retry)| {
+            .map(|(name, transport, retry, metrics_only)| {
                 let queue = Arc::new(SinkQueue::new(name, queue_bytes));
                 let rng = Rng::seeded(seeds.next_u64());
                 let worker = rt.spawn(work(Arc::clone(&queue), transport, retry, rng));
-                Running { queue, worker }
+                Running {
+                    queue,
+                    worker,
+                    metrics_only,
+                }
             })
             .collect();
         Ok(SinkSet { sinks })
@@ -132,6 +139,9 @@ impl SinkSet {
     /// its byte limit counts it dropped (`queue_full`) instead.
     pub fn submit(&self, batch: Arc<Batch>) {
         for sink in &self.sinks {
+            if sink.metrics_only && batch.signal() != crate::decode::Signal::Metrics {
+                continue;
+            }
             sink.queue.push(Arc::clone(&batch));
         }
     }

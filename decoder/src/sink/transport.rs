@@ -9,7 +9,7 @@ use ue_proto::collector::metrics::v1::ExportMetricsServiceResponse;
 use ue_proto::collector::trace::v1::ExportTraceServiceResponse;
 
 use super::config::Protocol;
-use super::{SinkConfig, SinkError, grpc, http, lines};
+use super::{SinkConfig, SinkError, grpc, http, lines, statsd};
 use crate::batch::Batch;
 
 /// An OTLP export response of any signal, over either transport: what its
@@ -97,6 +97,7 @@ pub(crate) enum Transport {
     Http(Box<http::HttpSink>),
     Grpc(Box<grpc::GrpcSink>),
     Lines(lines::LineSink),
+    Statsd(Box<statsd::StatsdSink>),
 }
 
 impl Transport {
@@ -108,6 +109,7 @@ impl Transport {
             },
             SinkConfig::Stdout => Self::Lines(lines::LineSink::stdout()),
             SinkConfig::File(path) => Self::Lines(lines::LineSink::file(path)?),
+            SinkConfig::Statsd(c) => Self::Statsd(Box::new(statsd::StatsdSink::new(c)?)),
         })
     }
 
@@ -118,6 +120,7 @@ impl Transport {
             // tonic compresses, if asked to, as it frames the message.
             Self::Grpc(_) => Ok(Bytes::copy_from_slice(batch.protobuf())),
             Self::Lines(_) => lines::LineSink::encode(batch).map(Bytes::from),
+            Self::Statsd(s) => s.encode(batch),
         }
     }
 
@@ -126,6 +129,7 @@ impl Transport {
             Self::Http(h) => h.send(batch.signal(), payload.clone()).await,
             Self::Grpc(g) => g.send(batch.signal(), payload.clone()).await,
             Self::Lines(l) => l.send(payload.to_vec()).await,
+            Self::Statsd(s) => s.send(payload).await,
         }
     }
 }
