@@ -32,7 +32,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `kernel` | tracefs, registration, perf events, rings, samples: all syscalls and `unsafe` |
+//! | `kernel` | tracefs, registration, perf events, rings, samples, dropping privileges: all syscalls and `unsafe` |
 //! | `capture` | perf.data files from `perf record` |
 //! | `decode` | event fields to OTLP requests (EventHeader's Common Schema too), and OTLP/JSON lines; pure |
 //! | `batch` | merging requests into batches; pure |
@@ -64,12 +64,12 @@ pub use decode::{
     validate_request,
 };
 pub use kernel::{
-    Event, Format, FormatError, FormatField, LayoutMismatch, ReaderConfig, ReaderError,
-    Registration, Tracefs, TracepointReader,
+    Dropped, Event, Format, FormatError, FormatField, LayoutMismatch, PrivilegeError, ReaderConfig,
+    ReaderError, Registration, Tracefs, TracepointReader, drop_privileges,
 };
 pub use sink::{
-    Compression, OtlpConfig, Protocol, RetryConfig, SinkConfig, SinkError, SinkSet, SinkSnapshot,
-    StatsdConfig, StatsdTarget,
+    Compression, OtlpConfig, PemFile, Protocol, RetryConfig, SinkConfig, SinkError, SinkSet,
+    SinkSnapshot, StatsdConfig, StatsdTarget, TlsConfig, read_headers_file,
 };
 /// The OTLP message types that [`Request`] carries.
 pub use ue_proto as proto;

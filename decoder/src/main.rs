@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ue_decoder::{
     AdminConfig, BatchConfig, ForwardConfig, OtlpConfig, PerfDataReader, PerfSource, ReaderConfig,
-    RetryConfig, RunConfig, Signal, SinkConfig, StatsdConfig, StatsdTarget, TracepointNames,
+    RetryConfig, RunConfig, Signal, SinkConfig, StatsdConfig, StatsdTarget, TlsConfig,
+    TracepointNames,
 };
 use ue_wire::layout;
 
@@ -50,9 +51,27 @@ struct SinkArgs {
     )]
     protocol: Protocol,
     /// Extra request header (HTTP) or metadata (gRPC), KEY=VALUE; repeatable. Also read from
-    /// OTEL_EXPORTER_OTLP_HEADERS (k1=v1,k2=v2).
+    /// OTEL_EXPORTER_OTLP_HEADERS (k1=v1,k2=v2, values percent-decoded).
     #[arg(long = "header", value_parser = parse_header)]
     headers: Vec<(String, String)>,
+    /// Read more headers from FILE, one `name: value` a line (`#` starts a comment): keeps
+    /// secrets such as API keys out of the command line and `ps`.
+    #[arg(long, value_name = "FILE")]
+    headers_file: Option<PathBuf>,
+    /// Trust the collector's certificate only if signed by a CA in this PEM file (instead of
+    /// the system's roots); https:// endpoints.
+    #[arg(long, value_name = "FILE", env = "OTEL_EXPORTER_OTLP_CERTIFICATE")]
+    ca_file: Option<PathBuf>,
+    /// Client certificate (PEM chain) for mutual TLS; needs --client-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"
+    )]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM); needs --client-cert.
+    #[arg(long, value_name = "FILE", env = "OTEL_EXPORTER_OTLP_CLIENT_KEY")]
+    client_key: Option<PathBuf>,
     /// Per-request timeout in milliseconds.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_TIMEOUT", default_value_t = 10_000)]
     timeout_ms: u64,
@@ -170,6 +189,11 @@ struct RunArgs {
     /// PROVIDER_L<level>K<keyword> that exists at start.
     #[arg(long, value_name = "PROVIDER")]
     eventheader: Vec<String>,
+    /// Once the perf events are open and the tracepoints registered, become this user (name
+    /// or uid; its group too) and clear every capability. Needs to start as root. Without it,
+    /// a daemon started as another user than root still clears its capabilities then.
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -209,15 +233,58 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
     Ok((k.trim().to_owned(), v.trim().to_owned()))
 }
 
+/// `s` with its `%XX` escapes decoded, as OTEL_EXPORTER_OTLP_HEADERS values are (the W3C
+/// Baggage format); a `%` that starts no escape stays as it is.
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escape = bytes
+            .get(i + 1..i + 3)
+            .filter(|_| bytes[i] == b'%')
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escape {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} does not decode to UTF-8"))
+}
+
 impl SinkArgs {
-    /// The sinks these arguments ask for; `default_stdout` when none is given.
-    fn configs(&self, default_stdout: bool) -> Result<Vec<SinkConfig>, String> {
+    /// The sinks these arguments ask for; `default_stdout` when none is given. Reads the
+    /// headers and PEM files now, so that they need not be readable after a privilege drop.
+    fn configs(&self, default_stdout: bool) -> anyhow::Result<Vec<SinkConfig>> {
         let mut headers = self.headers.clone();
         if let Ok(env) = std::env::var("OTEL_EXPORTER_OTLP_HEADERS") {
             for kv in env.split(',').filter(|s| !s.trim().is_empty()) {
-                headers.push(parse_header(kv)?);
+                let (k, v) = parse_header(kv)
+                    .map_err(|e| anyhow::anyhow!("OTEL_EXPORTER_OTLP_HEADERS: {e}"))?;
+                let v = percent_decode(&v)
+                    .map_err(|e| anyhow::anyhow!("OTEL_EXPORTER_OTLP_HEADERS: {e}"))?;
+                headers.push((k, v));
             }
         }
+        if let Some(path) = &self.headers_file {
+            headers.extend(ue_decoder::read_headers_file(path)?);
+        }
+        let tls = if self.endpoint.is_some() {
+            TlsConfig::from_files(
+                self.ca_file.as_deref(),
+                self.client_cert.as_deref(),
+                self.client_key.as_deref(),
+            )?
+        } else {
+            TlsConfig::default()
+        };
         let mut sinks = Vec::new();
         if let Some(endpoint) = &self.endpoint {
             sinks.push(SinkConfig::Otlp(OtlpConfig {
@@ -237,6 +304,7 @@ impl SinkArgs {
                     max_elapsed: Duration::from_secs(self.retry_max_elapsed_secs),
                     ..RetryConfig::default()
                 },
+                tls,
             }));
         }
         let statsd = match (&self.statsd_addr, &self.statsd_socket) {
@@ -244,9 +312,9 @@ impl SinkArgs {
                 use std::net::ToSocketAddrs as _;
                 let resolved = addr
                     .to_socket_addrs()
-                    .map_err(|e| format!("--statsd-addr {addr}: {e}"))?
+                    .map_err(|e| anyhow::anyhow!("--statsd-addr {addr}: {e}"))?
                     .next()
-                    .ok_or_else(|| format!("--statsd-addr {addr}: no address"))?;
+                    .ok_or_else(|| anyhow::anyhow!("--statsd-addr {addr}: no address"))?;
                 Some(StatsdTarget::Udp(resolved))
             }
             (None, Some(path)) => Some(StatsdTarget::Unix(path.clone())),
@@ -339,11 +407,14 @@ async fn shutdown_signal() {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let sinks = args.sinks.configs(false).map_err(anyhow::Error::msg)?;
+    let sinks = args.sinks.configs(false)?;
     if sinks.is_empty() {
         anyhow::bail!(
             "nowhere to send: give --endpoint URL (or OTEL_EXPORTER_OTLP_ENDPOINT), --stdout or --file"
         );
+    }
+    for sink in &sinks {
+        sink.check()?;
     }
     let names = TracepointNames {
         metrics: args.metrics_tracepoint,
@@ -376,8 +447,14 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             unhealthy_after: Duration::from_secs(args.unhealthy_after_secs),
         }),
     };
-    let rt = runtime()?;
     let source = PerfSource::open(reader, &names, &signals)?;
+    // Everything privileged is done: drop it before any thread starts (capabilities are
+    // per thread).
+    if args.user.is_some() || !nix::unistd::Uid::effective().is_root() {
+        let dropped = ue_decoder::drop_privileges(args.user.as_deref())?;
+        eprintln!("ue-decoder: now running as {dropped}");
+    }
+    let rt = runtime()?;
     let reading = format!(
         "ue-decoder: reading {} on {} CPUs; stop with SIGINT or SIGTERM",
         source
@@ -411,7 +488,7 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         traces: args.traces_tracepoint,
         logs: args.logs_tracepoint,
     };
-    let sinks = args.sinks.configs(true).map_err(anyhow::Error::msg)?;
+    let sinks = args.sinks.configs(true)?;
     let mut reader = PerfDataReader::open(&args.capture, &names)?;
     if sinks == [SinkConfig::Stdout] {
         // One line per recorded event, in file order: what the capture holds, unbatched.
@@ -443,5 +520,15 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn header_values_from_the_environment_are_percent_decoded() {
+        assert_eq!(
+            super::percent_decode("Bearer%20a%2Cb").unwrap(),
+            "Bearer a,b"
+        );
+        assert_eq!(super::percent_decode("100%").unwrap(), "100%");
+        assert_eq!(super::percent_decode("%zz").unwrap(), "%zz");
     }
 }

@@ -9,6 +9,7 @@ pub mod otlp;
 pub mod receiver;
 pub mod sdk;
 pub mod tee;
+pub mod tls;
 
 use std::future::Future;
 use std::path::PathBuf;

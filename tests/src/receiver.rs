@@ -5,7 +5,9 @@
 //! It records every request it decodes, in arrival order, with its headers and the answer
 //! it gave, and answers from a script: per signal, a queue of [`Respond`]s, then a default
 //! (200 OK unless set). It can be stopped, which closes its listeners and every open
-//! connection like a crashed collector, and restarted on the same ports.
+//! connection like a crashed collector, and restarted on the same ports. With
+//! [`ReceiverBuilder::tls`] both listeners speak TLS only (rustls), as a collector with a
+//! `tls` block does; handshakes that fail are dropped without a record.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -459,6 +461,7 @@ pub struct ReceiverBuilder {
     http: Option<SocketAddr>,
     grpc: Option<SocketAddr>,
     observer: Option<Observer>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ReceiverBuilder {
@@ -471,6 +474,12 @@ impl ReceiverBuilder {
     /// Listen for OTLP/gRPC on `addr` (port 0: any free one), or not at all.
     pub fn grpc(mut self, addr: Option<SocketAddr>) -> Self {
         self.grpc = addr;
+        self
+    }
+
+    /// Serves TLS only, with `config` (which should offer ALPN `h2` for gRPC clients).
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
         self
     }
 
@@ -493,6 +502,7 @@ impl ReceiverBuilder {
             shared,
             http_addr: self.http,
             grpc_addr: self.grpc,
+            tls: self.tls.map(tokio_rustls::TlsAcceptor::from),
             servers: Vec::new(),
         };
         receiver.listen().await?;
@@ -505,6 +515,7 @@ pub struct Receiver {
     shared: Arc<Shared>,
     http_addr: Option<SocketAddr>,
     grpc_addr: Option<SocketAddr>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     servers: Vec<JoinHandle<()>>,
 }
 
@@ -534,6 +545,7 @@ impl Receiver {
             http: Some(loopback_any_port()),
             grpc: Some(loopback_any_port()),
             observer: None,
+            tls: None,
         }
     }
 
@@ -544,7 +556,8 @@ impl Receiver {
             self.http_addr = Some(listener.local_addr()?);
             let shared = Arc::clone(&self.shared);
             let service = service_fn(move |req| handle_http(Arc::clone(&shared), req));
-            self.servers.push(tokio::spawn(serve(listener, service)));
+            self.servers
+                .push(tokio::spawn(serve(listener, self.tls.clone(), service)));
         }
         if let Some(addr) = self.grpc_addr {
             let listener = TcpListener::bind(addr).await?;
@@ -589,7 +602,8 @@ impl Receiver {
                     }
                 }
             });
-            self.servers.push(tokio::spawn(serve(listener, service)));
+            self.servers
+                .push(tokio::spawn(serve(listener, self.tls.clone(), service)));
         }
         Ok(())
     }
@@ -604,14 +618,18 @@ impl Receiver {
         self.grpc_addr.expect("the receiver listens for OTLP/gRPC")
     }
 
-    /// `http://127.0.0.1:<port>`, the OTLP/HTTP base URL.
+    /// `http://127.0.0.1:<port>` (`https://` with TLS), the OTLP/HTTP base URL.
     pub fn http_endpoint(&self) -> String {
-        format!("http://{}", self.http_addr())
+        format!("{}://{}", self.scheme(), self.http_addr())
     }
 
-    /// `http://127.0.0.1:<port>`, the OTLP/gRPC endpoint.
+    /// `http://127.0.0.1:<port>` (`https://` with TLS), the OTLP/gRPC endpoint.
     pub fn grpc_endpoint(&self) -> String {
-        format!("http://{}", self.grpc_addr())
+        format!("{}://{}", self.scheme(), self.grpc_addr())
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// Queues answers for the next requests of `signal`, after those already queued.
@@ -741,9 +759,9 @@ impl Drop for Receiver {
 /// receiver is never what limits a test.
 const MAX_MESSAGE: usize = 64 << 20;
 
-/// Accepts connections until aborted. The connections are tasks of a set this task owns,
-/// so aborting it closes them all at once.
-async fn serve<S, B>(listener: TcpListener, service: S)
+/// Accepts connections until aborted, over TLS if `tls`. The connections are tasks of a
+/// set this task owns, so aborting it closes them all at once.
+async fn serve<S, B>(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, service: S)
 where
     S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
         + Clone
@@ -761,10 +779,21 @@ where
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let service = service.clone();
+                let tls = tls.clone();
                 connections.spawn(async move {
                     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    // A client hanging up mid-request is no failure of the receiver.
-                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    // A client hanging up mid-request, or failing the handshake, is no
+                    // failure of the receiver.
+                    match tls {
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}

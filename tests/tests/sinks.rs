@@ -37,6 +37,7 @@ fn http(endpoint: String) -> OtlpConfig {
         timeout: Duration::from_secs(2),
         compression: Compression::None,
         retry: fast_retry(),
+        ..OtlpConfig::default()
     }
 }
 
@@ -48,6 +49,7 @@ fn grpc(endpoint: String) -> OtlpConfig {
         timeout: Duration::from_secs(2),
         compression: Compression::None,
         retry: fast_retry(),
+        ..OtlpConfig::default()
     }
 }
 

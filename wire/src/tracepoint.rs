@@ -36,8 +36,10 @@ pub fn register_hint(errno: i32) -> &'static str {
              use a kernel with it (Linux 6.4 or later), e.g. the project's VM `scripts/vm.sh`"
         }
         errno::EACCES | errno::EPERM => {
-            "permission denied on <tracefs>/user_events_data: run as root or give this user \
-             write access to it"
+            "permission denied on <tracefs>/user_events_data (mode 0640, root's): run as root, \
+             grant CAP_DAC_OVERRIDE, or give this user write access to it (mount tracefs with \
+             gid=GROUP and `chmod g+w` the file); a reader can also attach without registering \
+             (ue-decoder run --no-register)"
         }
         errno::EADDRINUSE => {
             "the name is already registered with another field layout by another program; \

@@ -46,6 +46,21 @@ pub enum ReaderError {
         tracefs: PathBuf,
     },
 
+    /// tracefs exists but this user may not look inside it.
+    #[error(
+        "permission denied on {p}: tracefs lets only root in by default (its root is mode \
+         0700). Run as root, with `run --user NAME` to drop to NAME once open; or, to start \
+         unprivileged, grant CAP_PERFMON and CAP_DAC_OVERRIDE (CAP_DAC_READ_SEARCH is enough \
+         with --no-register), e.g. systemd's AmbientCapabilities= as in \
+         deploy/ue-decoder.service; or mount tracefs for a group: `mount -o remount,gid=GROUP \
+         {p} && chmod g+rx {p} && chmod g+w {p}/user_events_data` and grant CAP_PERFMON only",
+        p = tracefs.display()
+    )]
+    TracefsDenied {
+        /// The tracefs mount point.
+        tracefs: PathBuf,
+    },
+
     /// The tracepoint does not exist (yet).
     #[error(
         "tracepoint user_events:{tracepoint} is not registered ({} does not exist): start \
@@ -162,7 +177,7 @@ pub enum ReaderError {
     },
 
     /// A file could not be read.
-    #[error("cannot {what} from {}: {source}", path.display())]
+    #[error("cannot {what} from {}: {source}{}", path.display(), read_hint(source))]
     Io {
         /// What the read was for.
         what: &'static str,
@@ -180,6 +195,17 @@ fn paranoid_hint(paranoid: Option<i32>) -> String {
              (`setcap cap_perfmon+ep <binary>`), or lower the sysctl"
         ),
         None => "run as root or grant CAP_PERFMON (`setcap cap_perfmon+ep <binary>`)".to_owned(),
+    }
+}
+
+fn read_hint(source: &io::Error) -> &'static str {
+    match source.kind() {
+        io::ErrorKind::PermissionDenied => {
+            "; tracefs files are readable by root (and the mount's group) only: run as root \
+             (with `run --user NAME`), grant CAP_DAC_READ_SEARCH, or mount tracefs with \
+             gid=GROUP for a group of this user"
+        }
+        _ => "",
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod error;
 mod perf;
+mod privilege;
 mod reader;
 mod register;
 mod ring;
@@ -15,6 +16,7 @@ mod sys;
 mod tracefs;
 
 pub use error::ReaderError;
+pub use privilege::{Dropped, PrivilegeError, drop_privileges};
 pub use reader::{Event, ReaderConfig, TracepointReader};
 pub use register::Registration;
 #[cfg(feature = "fuzzing")]

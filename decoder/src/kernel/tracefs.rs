@@ -55,12 +55,18 @@ impl Tracefs {
 
     /// Fails with [`ReaderError::NoUserEvents`] unless the kernel has user_events.
     pub fn require_user_events(&self) -> Result<(), ReaderError> {
-        if self.user_events_data().exists() {
-            Ok(())
-        } else {
-            Err(ReaderError::NoUserEvents {
+        match fs::symlink_metadata(self.user_events_data()) {
+            Ok(_) => Ok(()),
+            // tracefs's root is mode 0700 by default: to anyone but root, with no
+            // CAP_DAC_*, user_events_data looks absent. Say so, not "no user_events".
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                Err(ReaderError::TracefsDenied {
+                    tracefs: self.root.clone(),
+                })
+            }
+            Err(_) => Err(ReaderError::NoUserEvents {
                 tracefs: self.root.clone(),
-            })
+            }),
         }
     }
 
@@ -152,9 +158,17 @@ impl Tracefs {
 
     fn read(&self, name: &str, path: &Path, what: &'static str) -> Result<String, ReaderError> {
         fs::read_to_string(path).map_err(|source| {
-            if source.kind() == io::ErrorKind::NotFound {
+            if matches!(
+                source.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+            ) {
                 match self.require_user_events() {
                     Err(e) => e,
+                    Ok(()) if source.kind() == io::ErrorKind::PermissionDenied => ReaderError::Io {
+                        what,
+                        path: path.to_owned(),
+                        source,
+                    },
                     Ok(()) => ReaderError::NotRegistered {
                         tracepoint: name.to_owned(),
                         path: self.event_dir(name),

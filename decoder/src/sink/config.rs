@@ -1,8 +1,9 @@
 //! What sinks to start: [`SinkConfig`] (with [`OtlpConfig`] for either OTLP transport),
 //! and why one could not start, [`SinkError`].
 
+use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::RetryConfig;
@@ -71,6 +72,8 @@ pub struct OtlpConfig {
     pub compression: Compression,
     /// Retries of retryable failures.
     pub retry: RetryConfig,
+    /// The CA and client certificate of an `https://` endpoint.
+    pub tls: TlsConfig,
 }
 
 impl OtlpConfig {
@@ -84,6 +87,7 @@ impl OtlpConfig {
             timeout: Duration::from_secs(10),
             compression: Compression::None,
             retry: RetryConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -95,8 +99,113 @@ impl Default for OtlpConfig {
     }
 }
 
+/// A PEM file, read once at start: its contents, and its path to name it in errors. Read
+/// before the daemon drops its privileges, so that a key only root may read still works.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PemFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// What it holds.
+    pub pem: Vec<u8>,
+}
+
+impl PemFile {
+    /// Reads `path`.
+    pub fn read(path: &Path) -> Result<Self, SinkError> {
+        std::fs::read(path)
+            .map(|pem| Self {
+                path: path.to_owned(),
+                pem,
+            })
+            .map_err(|source| SinkError::ReadFile {
+                path: path.to_owned(),
+                source,
+            })
+    }
+}
+
+impl fmt::Debug for PemFile {
+    /// The path alone: the contents may be a private key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PemFile").field(&self.path).finish()
+    }
+}
+
+/// How an OTLP sink authenticates an `https://` collector, and itself to it. By default:
+/// the system's CA roots, no client certificate. TLS is rustls, whatever the transport.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// CA certificates to trust instead of the system's roots
+    /// (`OTEL_EXPORTER_OTLP_CERTIFICATE`).
+    pub ca: Option<PemFile>,
+    /// The client certificate chain for mutual TLS (`OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`).
+    pub client_cert: Option<PemFile>,
+    /// The client certificate's private key (`OTEL_EXPORTER_OTLP_CLIENT_KEY`).
+    pub client_key: Option<PemFile>,
+}
+
+impl TlsConfig {
+    /// Reads the files given; fails naming the first one that cannot be read.
+    pub fn from_files(
+        ca: Option<&Path>,
+        client_cert: Option<&Path>,
+        client_key: Option<&Path>,
+    ) -> Result<Self, SinkError> {
+        let read = |path: Option<&Path>| path.map(PemFile::read).transpose();
+        Ok(Self {
+            ca: read(ca)?,
+            client_cert: read(client_cert)?,
+            client_key: read(client_key)?,
+        })
+    }
+
+    /// Whether anything differs from the defaults, which only `https://` can use.
+    pub fn is_set(&self) -> bool {
+        self.ca.is_some() || self.client_cert.is_some() || self.client_key.is_some()
+    }
+}
+
+/// Reads request headers from `path`: one `name: value` per line; blank lines and lines
+/// starting with `#` are skipped. Keeps secrets such as API keys off the command line,
+/// where every user sees them in `ps`.
+pub fn read_headers_file(path: &Path) -> Result<Vec<(String, String)>, SinkError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SinkError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_header_lines(&text).map_err(|(line, reason)| SinkError::HeadersFile {
+        path: path.to_owned(),
+        line,
+        reason,
+    })
+}
+
+/// The headers of a headers file's text, or the 1-based line that is not `name: value`.
+pub(crate) fn parse_header_lines(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
+    let mut headers = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err((i + 1, "expected `name: value`".into()));
+        };
+        let name = name.trim();
+        if name.is_empty() {
+            return Err((i + 1, "the header name is empty".into()));
+        }
+        headers.push((name.to_owned(), value.trim().to_owned()));
+    }
+    Ok(headers)
+}
+
 /// One sink to start.
 #[derive(Clone, Debug, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a few made once at start; boxing OtlpConfig would only burden every caller"
+)]
 pub enum SinkConfig {
     /// OTLP over HTTP or gRPC.
     Otlp(OtlpConfig),
@@ -109,6 +218,16 @@ pub enum SinkConfig {
 }
 
 impl SinkConfig {
+    /// Checks what can be checked without starting the sink: that its PEM files hold
+    /// what they should. A daemon calls it before it opens anything else, so that a wrong
+    /// file fails at once, named.
+    pub fn check(&self) -> Result<(), SinkError> {
+        match self {
+            Self::Otlp(c) => super::tls::check(c.protocol.sink_kind(), &c.tls),
+            Self::Stdout | Self::File(_) | Self::Statsd(_) => Ok(()),
+        }
+    }
+
     /// The sink's name in snapshots and logs, e.g. `otlp-http http://127.0.0.1:4318`.
     pub fn name(&self) -> String {
         match self {
@@ -150,6 +269,43 @@ pub enum SinkError {
         /// The sink's name.
         sink: String,
         /// What is wrong with them.
+        reason: String,
+    },
+    /// A file the sink needs (a PEM file, a headers file) could not be read.
+    #[error("cannot read {}", path.display())]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A line of a headers file is not `name: value`.
+    #[error("{}:{line}: {reason}", path.display())]
+    HeadersFile {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A PEM file does not hold what it should.
+    #[error("{sink} sink: {}: {reason}", path.display())]
+    InvalidPem {
+        /// The sink's kind.
+        sink: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The TLS settings do not fit together or with the endpoint.
+    #[error("{sink} sink: {reason}")]
+    Tls {
+        /// The sink's kind.
+        sink: &'static str,
+        /// What is wrong.
         reason: String,
     },
     /// The HTTP client could not be built (e.g. the system's TLS roots).

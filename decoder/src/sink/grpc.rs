@@ -9,7 +9,7 @@ use http::uri::PathAndQuery;
 use tonic::client::Grpc;
 use tonic::codec::{Codec, CompressionEncoding, EncodeBuf, Encoder};
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_prost::ProstDecoder;
 use tonic_types::StatusExt as _;
@@ -17,6 +17,7 @@ use ue_proto::collector::logs::v1::ExportLogsServiceResponse;
 use ue_proto::collector::metrics::v1::ExportMetricsServiceResponse;
 use ue_proto::collector::trace::v1::ExportTraceServiceResponse;
 
+use super::tls::{self, Trust};
 use super::transport::PartialSuccess;
 use super::{Compression, OtlpConfig, Outcome, SinkError};
 use crate::decode::Signal;
@@ -77,6 +78,7 @@ pub(crate) struct GrpcSink {
     client: Grpc<Channel>,
     metadata: MetadataMap,
     timeout: Duration,
+    trust: Trust,
 }
 
 /// The OTLP services' export methods.
@@ -132,12 +134,19 @@ impl GrpcSink {
             .map_err(|e| invalid(e.to_string()))?
             .timeout(config.timeout)
             .connect_timeout(config.timeout);
-        if url.starts_with("https://") {
-            endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().with_native_roots())
-                .map_err(|e| invalid(e.to_string()))?;
-        } else if !url.starts_with("http://") {
+        let https = url.starts_with("https://");
+        if !https && !url.starts_with("http://") {
             return Err(invalid("scheme is not http or https".into()));
+        }
+        tls::require_https("otlp-grpc", &config.tls, https)?;
+        if https {
+            tls::check("otlp-grpc", &config.tls)?;
+            endpoint = endpoint
+                .tls_config(tls::tonic_tls(&config.tls))
+                .map_err(|e| SinkError::Tls {
+                    sink: "otlp-grpc",
+                    reason: super::error_chain(&e),
+                })?;
         }
         let mut client = Grpc::new(endpoint.connect_lazy())
             .accept_compressed(CompressionEncoding::Gzip)
@@ -151,17 +160,26 @@ impl GrpcSink {
             client,
             metadata: metadata_map(&config.headers)?,
             timeout: config.timeout,
+            trust: Trust::new(&config.tls).over_https(https),
         })
     }
 
     /// One attempt at sending `protobuf`, an encoded `signal` request.
     pub(crate) async fn send(&self, signal: Signal, protobuf: Bytes) -> Outcome {
+        let trust = &self.trust;
         match signal {
-            Signal::Metrics => {
-                outcome(self.call::<ExportMetricsServiceResponse>(0, protobuf).await)
-            }
-            Signal::Traces => outcome(self.call::<ExportTraceServiceResponse>(1, protobuf).await),
-            Signal::Logs => outcome(self.call::<ExportLogsServiceResponse>(2, protobuf).await),
+            Signal::Metrics => outcome(
+                self.call::<ExportMetricsServiceResponse>(0, protobuf).await,
+                trust,
+            ),
+            Signal::Traces => outcome(
+                self.call::<ExportTraceServiceResponse>(1, protobuf).await,
+                trust,
+            ),
+            Signal::Logs => outcome(
+                self.call::<ExportLogsServiceResponse>(2, protobuf).await,
+                trust,
+            ),
         }
     }
 
@@ -194,11 +212,21 @@ impl GrpcSink {
 }
 
 /// What a call's result calls for: a partial success's rejected items, or what its failure
-/// calls for.
-fn outcome<R: PartialSuccess>(result: Result<tonic::Response<R>, Status>) -> Outcome {
+/// calls for, led by what a failed TLS handshake means.
+fn outcome<R: PartialSuccess>(
+    result: Result<tonic::Response<R>, Status>,
+    trust: &Trust,
+) -> Outcome {
     match result {
         Ok(response) => response.into_inner().outcome(),
-        Err(status) => outcome_of(&status),
+        Err(status) => match (outcome_of(&status), trust.explain(&status)) {
+            (Outcome::Retry { error, after }, Some(why)) => Outcome::Retry {
+                error: format!("{why}: {error}"),
+                after,
+            },
+            (Outcome::Permanent(error), Some(why)) => Outcome::Permanent(format!("{why}: {error}")),
+            (outcome, _) => outcome,
+        },
     }
 }
 

@@ -13,6 +13,7 @@ use ue_proto::collector::metrics::v1::ExportMetricsServiceResponse;
 use ue_proto::collector::trace::v1::ExportTraceServiceResponse;
 
 use super::retry::parse_retry_after;
+use super::tls::{self, Trust};
 use super::transport::PartialSuccess;
 use super::{Compression, OtlpConfig, Outcome, SinkError, error_chain};
 use crate::batch::Batch;
@@ -118,6 +119,7 @@ pub(crate) struct HttpSink {
     headers: HeaderMap,
     timeout: Duration,
     compression: Compression,
+    trust: Trust,
 }
 
 impl HttpSink {
@@ -128,9 +130,13 @@ impl HttpSink {
             endpoint: config.endpoint.clone(),
             reason,
         })?;
-        let client = reqwest::Client::builder()
+        let https = urls[0].scheme() == "https";
+        tls::require_https("otlp-http", &config.tls, https)?;
+        tls::check("otlp-http", &config.tls)?;
+        let builder = reqwest::Client::builder()
             .connect_timeout(config.timeout)
-            .user_agent(concat!("ue-decoder/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("ue-decoder/", env!("CARGO_PKG_VERSION")));
+        let client = tls::reqwest_tls(builder, &config.tls)?
             .build()
             .map_err(SinkError::HttpClient)?;
         Ok(Self {
@@ -139,6 +145,7 @@ impl HttpSink {
             headers: header_map(&config.headers, config.compression)?,
             timeout: config.timeout,
             compression: config.compression,
+            trust: Trust::new(&config.tls).over_https(https),
         })
     }
 
@@ -187,7 +194,7 @@ impl HttpSink {
             }
             Err(e) => {
                 return Outcome::Retry {
-                    error: format!("POST {url}: {}", error_chain(&e)),
+                    error: format!("POST {url}: {}", self.trust.describe(&e)),
                     after: None,
                 };
             }

@@ -17,9 +17,12 @@ mod queue;
 mod retry;
 mod set;
 mod statsd;
+mod tls;
 mod transport;
 
-pub use config::{Compression, OtlpConfig, Protocol, SinkConfig, SinkError};
+pub use config::{
+    Compression, OtlpConfig, PemFile, Protocol, SinkConfig, SinkError, TlsConfig, read_headers_file,
+};
 pub use queue::SinkSnapshot;
 pub use retry::RetryConfig;
 pub use set::SinkSet;

@@ -8,5 +8,6 @@ mod exporter;
 mod listener_aware;
 mod logs;
 mod pipeline;
+mod privilege;
 mod reader;
 mod upstream;
