@@ -323,6 +323,7 @@ mod tests {
         let trust = Trust {
             ca: Some("/etc/ue/ca.pem".into()),
             client_cert: None,
+            https: true,
         };
         let inner = io::Error::new(
             io::ErrorKind::InvalidData,
