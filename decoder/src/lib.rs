@@ -68,7 +68,8 @@ pub use kernel::{
     Registration, Tracefs, TracepointReader,
 };
 pub use sink::{
-    Compression, OtlpConfig, Protocol, RetryConfig, SinkConfig, SinkError, SinkSet, SinkSnapshot,
+    Compression, DiskQueueConfig, DiskSnapshot, OtlpConfig, Protocol, RetryConfig, SinkConfig,
+    SinkError, SinkSet, SinkSnapshot, SyncPolicy,
 };
 /// The OTLP message types that [`Request`] carries.
 pub use ue_proto as proto;
