@@ -77,8 +77,8 @@ struct Segment {
 pub struct DiskSnapshot {
     /// The sink's queue directory.
     pub dir: PathBuf,
-    /// Bytes of its segment files, acknowledged records not yet deleted included: what
-    /// `max_bytes` bounds.
+    /// Bytes of its files, acknowledged records not yet deleted included: what `max_bytes`
+    /// bounds.
     pub file_bytes: u64,
     /// Batches found on disk at start and handed to the sink since.
     pub replayed_batches: u64,
@@ -222,7 +222,8 @@ impl DiskQueue {
             segment: s.id,
             offset: s.len,
         });
-        let file_bytes = segments.iter().map(|s| s.len).sum();
+        // The `ack` file too, so the whole directory stays within the bound.
+        let file_bytes = ACK_LEN as u64 + segments.iter().map(|s| s.len).sum::<u64>();
         let ack_file = Arc::new(ack_file);
         let syncer = match config.sync {
             SyncPolicy::Interval(every) => Some(Syncer::start(every, &segments, &ack_file)),
