@@ -38,6 +38,12 @@ struct Args {
     /// Events per second.
     #[arg(long, default_value_t = 1000)]
     rate: u64,
+    /// Items per batch.
+    #[arg(long, default_value_t = 100)]
+    batch_items: u64,
+    /// The queue's bound on disk, in bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    max_bytes: u64,
 }
 
 fn main() {
@@ -51,7 +57,7 @@ fn main() {
     let config = RunConfig {
         forward: ForwardConfig {
             batch: BatchConfig {
-                max_items: 100,
+                max_items: args.batch_items,
                 max_delay: Duration::from_millis(20),
                 ..BatchConfig::default()
             },
@@ -68,7 +74,7 @@ fn main() {
             })],
             disk_queue: Some(DiskQueueConfig {
                 sync: SyncPolicy::Interval(Duration::from_millis(100)),
-                max_bytes: 256 << 20,
+                max_bytes: args.max_bytes,
                 ..DiskQueueConfig::new(&args.queue_dir)
             }),
             shutdown_deadline: Duration::from_secs(5),
@@ -82,12 +88,16 @@ fn main() {
         let source = source.clone();
         std::thread::spawn(move || {
             let gap = Duration::from_secs(1) / args.rate.max(1) as u32;
-            for i in args.first..args.first + args.events {
+            let start = std::time::Instant::now();
+            for n in 0..args.events {
+                let i = args.first + n;
                 let request = otlp::metrics_request(&format!("m{i}"), args.points);
                 while !source.write(0, Signal::Metrics, &request.encode_to_vec()) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                std::thread::sleep(gap);
+                // On a schedule, so the rate holds whatever each write took.
+                let next = start + gap * (n + 1) as u32;
+                std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
             }
         })
     };
