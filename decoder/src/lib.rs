@@ -68,8 +68,9 @@ pub use kernel::{
     ReaderError, Registration, Tracefs, TracepointReader, drop_privileges,
 };
 pub use sink::{
-    Compression, OtlpConfig, PemFile, Protocol, RetryConfig, SinkConfig, SinkError, SinkSet,
-    SinkSnapshot, StatsdConfig, StatsdTarget, TlsConfig, read_headers_file,
+    Compression, DiskQueueConfig, DiskSnapshot, OtlpConfig, PemFile, Protocol, RetryConfig,
+    SinkConfig, SinkError, SinkSet, SinkSnapshot, StatsdConfig, StatsdTarget, SyncPolicy,
+    TlsConfig, read_headers_file,
 };
 /// The OTLP message types that [`Request`] carries.
 pub use ue_proto as proto;

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ue_decoder::{
-    AdminConfig, BatchConfig, ForwardConfig, OtlpConfig, PerfDataReader, PerfSource, ReaderConfig,
-    RetryConfig, RunConfig, Signal, SinkConfig, StatsdConfig, StatsdTarget, TlsConfig,
-    TracepointNames,
+    AdminConfig, BatchConfig, DiskQueueConfig, ForwardConfig, OtlpConfig, PerfDataReader,
+    PerfSource, ReaderConfig, RetryConfig, RunConfig, Signal, SinkConfig, StatsdConfig,
+    StatsdTarget, TlsConfig, TracepointNames,
 };
 use ue_wire::layout;
 
@@ -97,6 +97,20 @@ struct SinkArgs {
     /// Most bytes each sink may hold queued; what overflows is dropped and counted.
     #[arg(long, default_value_t = 64)]
     queue_mib: usize,
+    /// Queue each sink's batches on disk, in a subdirectory of DIR named after the sink,
+    /// instead of in memory: written before they count as accepted, kept through collector
+    /// outages and restarts, removed once the collector acknowledged them.
+    #[arg(long, env = "UE_QUEUE_DIR", value_name = "DIR")]
+    queue_dir: Option<PathBuf>,
+    /// With --queue-dir: the most bytes each sink's subdirectory may hold; a batch that does
+    /// not fit is dropped and counted (queue_full).
+    #[arg(long, default_value_t = 1 << 30)]
+    queue_max_bytes: u64,
+    /// With --queue-dir: when appended batches are forced to disk (fdatasync), which bounds
+    /// what a power loss can take (a killed decoder loses nothing accepted): every N
+    /// milliseconds (group commit), `batch` (after each batch) or `never` (at shutdown).
+    #[arg(long, default_value = "100", value_parser = parse_sync, value_name = "MS|batch|never")]
+    queue_sync: ue_decoder::SyncPolicy,
     /// Give up retrying a batch after this many seconds (0: never retry).
     #[arg(long, default_value_t = 300)]
     retry_max_elapsed_secs: u64,
@@ -226,6 +240,20 @@ struct DecodeArgs {
     shutdown_secs: u64,
 }
 
+fn parse_sync(s: &str) -> Result<ue_decoder::SyncPolicy, String> {
+    match s {
+        "batch" => Ok(ue_decoder::SyncPolicy::EveryBatch),
+        "never" => Ok(ue_decoder::SyncPolicy::Never),
+        ms => match ms.parse::<u64>() {
+            Ok(0) => Ok(ue_decoder::SyncPolicy::EveryBatch),
+            Ok(ms) => Ok(ue_decoder::SyncPolicy::Interval(Duration::from_millis(ms))),
+            Err(_) => Err(format!(
+                "expected milliseconds, `batch` or `never`, got {s:?}"
+            )),
+        },
+    }
+}
+
 fn parse_header(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
@@ -340,6 +368,11 @@ impl SinkArgs {
         ForwardConfig {
             sinks,
             queue_bytes: self.queue_mib << 20,
+            disk_queue: self.queue_dir.as_ref().map(|dir| DiskQueueConfig {
+                dir: dir.clone(),
+                max_bytes: self.queue_max_bytes,
+                sync: self.queue_sync,
+            }),
             shutdown_deadline: Duration::from_secs(shutdown_secs),
             ..ForwardConfig::default()
         }

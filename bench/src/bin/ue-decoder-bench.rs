@@ -29,8 +29,8 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use otlp_user_events::{EventCapture, LogExporter, MetricsExporter, UserEventsSpanProcessor};
 use ue_decoder::{
-    BatchConfig, Compression, ForwardConfig, MemorySource, OtlpConfig, Protocol, RunConfig, Signal,
-    SinkConfig,
+    BatchConfig, Compression, DiskQueueConfig, ForwardConfig, MemorySource, OtlpConfig, Protocol,
+    RunConfig, Signal, SinkConfig, SyncPolicy,
 };
 
 /// Measures the decoder forwarding one signal's events.
@@ -60,6 +60,12 @@ struct Args {
     /// is counted (the peak RSS then includes what waited in it).
     #[arg(long, default_value_t = 1024)]
     queue_mib: usize,
+    /// Queue on disk in this directory (`ue-decoder run --queue-dir`), up to 8 GiB.
+    #[arg(long)]
+    queue_dir: Option<std::path::PathBuf>,
+    /// With --queue-dir: fdatasync every N ms, `batch` (after each batch) or `never`.
+    #[arg(long, default_value = "100")]
+    queue_sync: String,
 }
 
 /// The events of one round: each event's fields, and the items in all of them.
@@ -225,6 +231,21 @@ fn main() -> Result<()> {
         "zstd" => Compression::Zstd,
         c => bail!("unknown compression {c:?}: none, gzip or zstd"),
     };
+    let disk_queue = match &args.queue_dir {
+        None => None,
+        Some(dir) => Some(DiskQueueConfig {
+            dir: dir.clone(),
+            max_bytes: 8 << 30,
+            sync: match args.queue_sync.as_str() {
+                "batch" | "0" => SyncPolicy::EveryBatch,
+                "never" => SyncPolicy::Never,
+                ms => SyncPolicy::Interval(Duration::from_millis(
+                    ms.parse()
+                        .context("--queue-sync: milliseconds, batch or never")?,
+                )),
+            },
+        }),
+    };
     let config = RunConfig {
         forward: ForwardConfig {
             batch: BatchConfig {
@@ -233,6 +254,7 @@ fn main() -> Result<()> {
             },
             sinks: vec![SinkConfig::Otlp(otlp)],
             queue_bytes: args.queue_mib << 20,
+            disk_queue,
             ..ForwardConfig::default()
         },
         stats_interval: Duration::from_secs(3600),
@@ -295,8 +317,12 @@ fn main() -> Result<()> {
     let items = rounds * per_round;
     let sent: u64 = snapshot.sinks.iter().map(|s| s.items_sent).sum();
     let dropped: u64 = snapshot.sinks.iter().map(|s| s.dropped_total()).sum();
+    let queue = match &args.queue_dir {
+        Some(_) => format!(", disk queue, sync {}", args.queue_sync),
+        None => String::new(),
+    };
     println!(
-        "{signal} over {} ({}, merge {}): {items} items in {} events of {:.0} bytes \
+        "{signal} over {} ({}, merge {}{queue}): {items} items in {} events of {:.0} bytes \
          ({:.1} MB), sent {sent}, dropped {dropped}, lost {}\n  decoder CPU {:.3} s \
          (wall {:.3} s): {:.0} items/s per core, {:.0} ns per item; peak RSS {} KiB",
         args.protocol,

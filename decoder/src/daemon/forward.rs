@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use super::stats::Stats;
 use crate::batch::{Batch, BatchConfig, Batcher, Incoming};
 use crate::capture::{PerfDataError, PerfDataReader};
-use crate::sink::{SinkConfig, SinkError, SinkSet, SinkSnapshot};
+use crate::sink::{DiskQueueConfig, SinkConfig, SinkError, SinkSet, SinkSnapshot};
 
 /// Requests in flight between the producer (the reading thread) and the batcher; bounded so
 /// that a stalled batcher shows up as loss the kernel counts, not as unbounded memory.
@@ -24,8 +24,10 @@ pub struct ForwardConfig {
     pub batch: BatchConfig,
     /// Where batches go.
     pub sinks: Vec<SinkConfig>,
-    /// The most bytes each sink may hold queued.
+    /// The most bytes each sink may hold queued in memory.
     pub queue_bytes: usize,
+    /// Each sink's queue on disk instead (`--queue-dir`), kept across restarts.
+    pub disk_queue: Option<DiskQueueConfig>,
     /// How long shutdown may spend sending what is queued and in flight.
     pub shutdown_deadline: Duration,
 }
@@ -37,6 +39,7 @@ impl Default for ForwardConfig {
             batch: BatchConfig::default(),
             sinks: Vec::new(),
             queue_bytes: 64 << 20,
+            disk_queue: None,
             shutdown_deadline: Duration::from_secs(10),
         }
     }
@@ -54,9 +57,10 @@ pub(crate) struct Forwarder {
 impl Forwarder {
     /// Starts the sinks and the batching task; `stats` counts the batches.
     pub(crate) fn start(config: &ForwardConfig, stats: Arc<Stats>) -> Result<Self, SinkError> {
-        let sinks = Arc::new(SinkSet::start(
+        let sinks = Arc::new(SinkSet::start_with_disk(
             config.sinks.clone(),
             config.queue_bytes,
+            config.disk_queue.as_ref(),
             &tokio::runtime::Handle::current(),
         )?);
         let (tx, rx) = mpsc::channel(CHANNEL_REQUESTS);

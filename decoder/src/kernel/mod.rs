@@ -24,4 +24,5 @@ pub(crate) use ring::{Record, Ring};
 pub(crate) use sample::Sample;
 #[cfg(feature = "fuzzing")]
 pub(crate) use sys::RingMemory;
+pub(crate) use sys::try_lock_exclusive;
 pub use tracefs::{Format, FormatError, FormatField, LayoutMismatch, Tracefs};

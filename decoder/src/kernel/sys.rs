@@ -71,6 +71,13 @@ pub(crate) fn perf_event_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(id)
 }
 
+/// `flock(fd, LOCK_EX | LOCK_NB)`: an exclusive advisory lock held until the descriptor
+/// closes (the process ends, killed or not); `WouldBlock` if another process holds it.
+pub(crate) fn try_lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: flock takes a descriptor, open for the call, and flags; it touches no memory.
+    check(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }).map(drop)
+}
+
 /// An epoll instance.
 #[derive(Debug)]
 pub(crate) struct Epoll(OwnedFd);

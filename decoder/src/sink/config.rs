@@ -239,6 +239,55 @@ impl SinkConfig {
     }
 }
 
+/// When the on-disk queue forces what it appended to the disk (`fdatasync`). A batch counts
+/// as accepted once written to the file, so a killed decoder loses none of them whatever the
+/// policy: the kernel still holds them. The policy bounds what a power loss or kernel crash
+/// can take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncPolicy {
+    /// After every batch, before the next is accepted: nothing accepted is lost, for one
+    /// `fdatasync` per batch on the batching task.
+    EveryBatch,
+    /// Group commit: at most this long after a batch was appended, from a thread of its own,
+    /// so appending never waits on the disk; a power loss loses at most this window.
+    Interval(Duration),
+    /// Only at a clean shutdown, otherwise when the kernel writes back (about 30 s).
+    Never,
+}
+
+impl Default for SyncPolicy {
+    /// Group commit every 100 ms.
+    fn default() -> Self {
+        Self::Interval(Duration::from_millis(100))
+    }
+}
+
+/// A persistent queue per sink (`--queue-dir`): batches are appended to files in a
+/// subdirectory per sink before they count as accepted, sent from there in order, kept
+/// across restarts, and removed once the sink's destination acknowledged them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskQueueConfig {
+    /// The directory that holds one subdirectory per sink, named after the sink.
+    pub dir: PathBuf,
+    /// The most bytes each sink's subdirectory may hold; a batch that does not fit is
+    /// dropped and counted (`queue_full`).
+    pub max_bytes: u64,
+    /// When appended batches are forced to the disk.
+    pub sync: SyncPolicy,
+}
+
+impl DiskQueueConfig {
+    /// A queue in `dir` of at most 1 GiB per sink, synced every 100 ms.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            max_bytes: 1 << 30,
+            sync: SyncPolicy::default(),
+        }
+    }
+}
+
 /// Why [`SinkSet::start`] could not start a sink.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -328,6 +377,28 @@ pub enum SinkError {
         /// Why.
         #[source]
         source: io::Error,
+    },
+    /// A sink's on-disk queue could not be opened.
+    #[error("sink {sink}: cannot open its queue in {}", path.display())]
+    QueueDir {
+        /// The sink's name.
+        sink: String,
+        /// The sink's queue directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Another process (a second decoder) uses the sink's on-disk queue.
+    #[error(
+        "sink {sink}: its queue in {} is in use by another process (two decoders cannot share a --queue-dir)",
+        path.display()
+    )]
+    QueueLocked {
+        /// The sink's name.
+        sink: String,
+        /// The sink's queue directory.
+        path: PathBuf,
     },
     /// The file sink's file could not be opened for appending.
     #[error("file sink: cannot open {} for appending", path.display())]

@@ -7,9 +7,13 @@
 //! after the delay the server asked for; any other failure drops the batch at once.
 //!
 //! [`SinkSet::submit`] never waits: the reader's side must not be held up by a network.
+//! With a [`DiskQueueConfig`] each sink's queue is on disk instead of in memory: appended
+//! before a batch counts as accepted, replayed after a restart, and emptied only as the
+//! destination acknowledges (at-least-once).
 //! Sinks take batches as they are; they neither decode nor merge.
 
 mod config;
+mod disk;
 mod grpc;
 mod http;
 mod lines;
@@ -21,8 +25,10 @@ mod tls;
 mod transport;
 
 pub use config::{
-    Compression, OtlpConfig, PemFile, Protocol, SinkConfig, SinkError, TlsConfig, read_headers_file,
+    Compression, DiskQueueConfig, OtlpConfig, PemFile, Protocol, SinkConfig, SinkError, SyncPolicy,
+    TlsConfig, read_headers_file,
 };
+pub use disk::DiskSnapshot;
 pub use queue::SinkSnapshot;
 pub use retry::RetryConfig;
 pub use set::SinkSet;

@@ -1,12 +1,18 @@
 //! One sink's queue, bounded in bytes, and its counters, behind one lock so a snapshot is
 //! consistent. The reader's thread pushes without ever waiting on the network; the sink's
 //! worker pops.
+//!
+//! The queue is in memory, or on disk ([`DiskQueue`], `--queue-dir`): then a push appends
+//! the batch to the sink's files, a pop reads the oldest one back, and a batch leaves the
+//! files only once sent (or dropped for good), so a shutdown leaves the rest for the next
+//! start instead of dropping it. Memory then holds only the batch in flight.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
+use super::disk::{AppendError, DiskQueue, DiskSnapshot, is_disk_full};
 use crate::batch::Batch;
 
 /// A point-in-time copy of one sink's counters.
@@ -30,8 +36,11 @@ pub struct SinkSnapshot {
     pub dropped_items: BTreeMap<&'static str, u64>,
     /// Batches dropped, by the same reasons.
     pub dropped_batches: BTreeMap<&'static str, u64>,
-    /// Bytes queued, waiting to be sent (the batch in flight not included).
+    /// Bytes queued, waiting to be sent (the batch in flight not included); on disk for a
+    /// queue on disk.
     pub queue_bytes: u64,
+    /// The on-disk queue's own counters, if the sink has one.
+    pub disk: Option<DiskSnapshot>,
     /// The last failure, retried or not, or the last partial success's message.
     pub last_error: Option<String>,
     /// How long every attempt has failed since the last success (`None`: the last attempt
@@ -65,6 +74,21 @@ impl std::fmt::Display for SinkSnapshot {
             self.dropped_items,
             self.queue_bytes,
         )?;
+        if let Some(d) = &self.disk {
+            write!(
+                f,
+                "; on disk {} bytes in {}, replayed {} batches ({} items), possible duplicates {} batches ({} items), corrupt {} records ({} bytes), torn tail {} bytes",
+                d.file_bytes,
+                d.dir.display(),
+                d.replayed_batches,
+                d.replayed_items,
+                d.possible_duplicate_batches,
+                d.possible_duplicate_items,
+                d.corrupt_records,
+                d.corrupt_bytes,
+                d.truncated_bytes,
+            )?;
+        }
         if let Some(e) = &self.last_error {
             write!(f, "; last error: {e}")?;
         }
@@ -84,6 +108,10 @@ pub(crate) mod reason {
     pub(crate) const SHUTDOWN: &str = "shutdown";
     /// The batch could not be encoded for this sink.
     pub(crate) const ENCODE: &str = "encode";
+    /// The disk of the sink's on-disk queue is full (`ENOSPC`, `EDQUOT`).
+    pub(crate) const DISK_FULL: &str = "disk_full";
+    /// Any other failure to write to the sink's on-disk queue.
+    pub(crate) const DISK_ERROR: &str = "disk_error";
 }
 
 /// A sink's queue and counters, shared by [`super::SinkSet`] and the sink's worker.
@@ -102,6 +130,8 @@ struct State {
     queued_bytes: usize,
     /// Popped and not yet finished: counted as dropped if the worker is stopped.
     in_flight: Option<Arc<Batch>>,
+    /// Where the batches are kept instead of `queue`, if on disk.
+    disk: Option<DiskQueue>,
     closed: bool,
     /// Whether the last push was dropped, so a run of drops warns once.
     dropping: bool,
@@ -146,6 +176,16 @@ impl SinkQueue {
         }
     }
 
+    /// A queue kept in `disk`, which bounds its bytes; memory holds the batch in flight.
+    pub(crate) fn on_disk(name: String, disk: DiskQueue) -> Self {
+        let queue = Self::new(name, 0);
+        queue.lock().disk = Some(disk);
+        if !queue.lock().disk.as_ref().is_some_and(DiskQueue::is_empty) {
+            queue.notify.notify_one();
+        }
+        queue
+    }
+
     /// The sink's name, as in its snapshot.
     pub(crate) fn name(&self) -> &str {
         &self.name
@@ -166,6 +206,10 @@ impl SinkQueue {
         if s.closed {
             s.stats.drop_batch(&batch, reason::SHUTDOWN);
             return false;
+        }
+        if let Some(disk) = &mut s.disk {
+            let appended = disk.append(&batch);
+            return self.appended(s, &batch, appended);
         }
         if !s.queue.is_empty() && s.queued_bytes + batch.bytes > self.limit {
             s.stats.drop_batch(&batch, reason::QUEUE_FULL);
@@ -194,12 +238,65 @@ impl SinkQueue {
         true
     }
 
+    /// Counts the outcome of appending `batch` to the queue on disk, warning once per run
+    /// of drops.
+    fn appended(
+        &self,
+        mut s: MutexGuard<'_, State>,
+        batch: &Batch,
+        appended: Result<(), AppendError>,
+    ) -> bool {
+        let error = match appended {
+            Ok(()) => {
+                let recovered = std::mem::take(&mut s.dropping);
+                drop(s);
+                self.notify.notify_one();
+                if recovered {
+                    tracing::info!(sink = %self.name, "sink queue on disk accepting batches again");
+                }
+                return true;
+            }
+            Err(e) => e,
+        };
+        let reason = match &error {
+            AppendError::Full => reason::QUEUE_FULL,
+            AppendError::Io(e) if is_disk_full(e) => reason::DISK_FULL,
+            AppendError::Io(_) => reason::DISK_ERROR,
+        };
+        s.stats.drop_batch(batch, reason);
+        let first = !std::mem::replace(&mut s.dropping, true);
+        let queued = s.disk.as_ref().map_or(0, DiskQueue::pending_bytes);
+        drop(s);
+        if first {
+            match error {
+                AppendError::Full => tracing::warn!(
+                    sink = %self.name,
+                    queued_bytes = queued,
+                    "sink queue on disk full (its --queue-max-bytes), dropping batches until it drains"
+                ),
+                AppendError::Io(e) => tracing::warn!(
+                    sink = %self.name,
+                    error = %e,
+                    reason,
+                    "cannot append to the sink's queue on disk, dropping batches until it can (nothing is kept in memory instead)"
+                ),
+            }
+        }
+        false
+    }
+
     /// Waits for the next batch and marks it in flight; `None` once closed and empty.
     pub(crate) async fn pop(&self) -> Option<Arc<Batch>> {
         loop {
             {
                 let mut s = self.lock();
-                if let Some(batch) = s.queue.pop_front() {
+                if let Some(disk) = &mut s.disk {
+                    if let Some(batch) = disk.next() {
+                        let batch = Arc::new(batch);
+                        s.in_flight = Some(Arc::clone(&batch));
+                        return Some(batch);
+                    }
+                } else if let Some(batch) = s.queue.pop_front() {
                     s.queued_bytes -= batch.bytes;
                     s.in_flight = Some(Arc::clone(&batch));
                     return Some(batch);
@@ -223,6 +320,9 @@ impl SinkQueue {
     pub(crate) fn sent(&self, batch: &Batch, rejected: u64) {
         let mut s = self.lock();
         s.in_flight = None;
+        if let Some(disk) = &mut s.disk {
+            disk.ack();
+        }
         s.stats.batches_sent += 1;
         s.stats.items_sent += batch.items.saturating_sub(rejected);
         s.stats.bytes_sent += batch.bytes as u64;
@@ -234,6 +334,9 @@ impl SinkQueue {
     pub(crate) fn dropped(&self, batch: &Batch, reason: &'static str, error: String) {
         let mut s = self.lock();
         s.in_flight = None;
+        if let Some(disk) = &mut s.disk {
+            disk.ack();
+        }
         s.stats.drop_batch(batch, reason);
         s.stats.failed(error);
     }
@@ -251,10 +354,26 @@ impl SinkQueue {
     }
 
     /// Counts everything still queued or in flight as dropped at shutdown; call once the
-    /// worker has stopped.
+    /// worker has stopped. A queue on disk keeps it all for the next start instead, and
+    /// counts nothing.
     pub(crate) fn abandon(&self) -> u64 {
         let mut s = self.lock();
         s.closed = true;
+        if s.disk.is_some() {
+            s.in_flight = None;
+        }
+        if let Some(disk) = &mut s.disk {
+            disk.release();
+            let left = disk.pending_bytes();
+            if left > 0 {
+                tracing::info!(
+                    sink = %self.name,
+                    bytes = left,
+                    "batches not sent stay queued on disk for the next start"
+                );
+            }
+            return 0;
+        }
         let mut left: Vec<Arc<Batch>> = s.in_flight.take().into_iter().collect();
         left.extend(s.queue.drain(..));
         s.queued_bytes = 0;
@@ -278,7 +397,11 @@ impl SinkQueue {
             rejected_items: s.stats.rejected_items,
             dropped_items: s.stats.dropped_items.clone(),
             dropped_batches: s.stats.dropped_batches.clone(),
-            queue_bytes: s.queued_bytes as u64,
+            queue_bytes: s
+                .disk
+                .as_ref()
+                .map_or(s.queued_bytes as u64, DiskQueue::pending_bytes),
+            disk: s.disk.as_ref().map(DiskQueue::snapshot),
             last_error: s.stats.last_error.clone(),
             failing_for: s.stats.failing_since.map(|t| t.elapsed()),
         }

@@ -8,10 +8,11 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::disk::{DiskQueue, sink_dir_name};
 use super::queue::{SinkQueue, reason};
 use super::retry::{Backoff, Rng};
 use super::transport::{Outcome, Transport};
-use super::{RetryConfig, SinkConfig, SinkError, SinkSnapshot};
+use super::{DiskQueueConfig, RetryConfig, SinkConfig, SinkError, SinkSnapshot};
 use crate::batch::Batch;
 
 /// A sink's worker: sends its queue's batches one at a time, retrying as configured,
@@ -99,6 +100,19 @@ impl SinkSet {
         queue_bytes: usize,
         rt: &tokio::runtime::Handle,
     ) -> Result<SinkSet, SinkError> {
+        Self::start_with_disk(configs, queue_bytes, None, rt)
+    }
+
+    /// As [`start`](Self::start), with each sink's queue on disk if `disk` is given: in a
+    /// subdirectory of `disk.dir` named after the sink, where a queue left by an earlier
+    /// run is picked up and sent first. `queue_bytes` then bounds nothing: memory holds the
+    /// batch in flight only.
+    pub fn start_with_disk(
+        configs: Vec<SinkConfig>,
+        queue_bytes: usize,
+        disk: Option<&DiskQueueConfig>,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<SinkSet, SinkError> {
         // tonic's lazy channel spawns its connection task where it is built.
         let _guard = rt.enter();
         let mut built = Vec::with_capacity(configs.len());
@@ -118,11 +132,31 @@ impl SinkSet {
             let metrics_only = matches!(config, SinkConfig::Statsd(_));
             built.push((config.name(), Transport::new(config)?, retry, metrics_only));
         }
+        let mut queues = Vec::with_capacity(built.len());
+        let mut dirs: Vec<String> = Vec::new();
+        for (name, _, _, _) in &built {
+            let Some(disk) = disk else {
+                queues.push(SinkQueue::new(name.clone(), queue_bytes));
+                continue;
+            };
+            // Two sinks of the same name (the same endpoint twice) each get their own.
+            let base = sink_dir_name(name);
+            let mut dir = base.clone();
+            let mut n = 1;
+            while dirs.contains(&dir) {
+                n += 1;
+                dir = format!("{base}-{n}");
+            }
+            let queue = DiskQueue::open(name, disk.dir.join(&dir), disk)?;
+            dirs.push(dir);
+            queues.push(SinkQueue::on_disk(name.clone(), queue));
+        }
         let mut seeds = Rng::from_entropy();
         let sinks = built
             .into_iter()
-            .map(|(name, transport, retry, metrics_only)| {
-                let queue = Arc::new(SinkQueue::new(name, queue_bytes));
+            .zip(queues)
+            .map(|((_, transport, retry, metrics_only), queue)| {
+                let queue = Arc::new(queue);
                 let rng = Rng::seeded(seeds.next_u64());
                 let worker = rt.spawn(work(Arc::clone(&queue), transport, retry, rng));
                 Running {
