@@ -296,30 +296,8 @@ fn write_metric(lines: &mut Lines, state: &mut Cumulative, metric: &Metric, reso
                         .map_or("inf".into(), |b| b.to_string());
                     counts.push((".bucket", Some((lower, upper)), *n as f64));
                 }
-                let mut ok = true;
-                for (suffix, bounds, value) in counts {
-                    let mut tags = tags.clone();
-                    if let Some((lower, upper)) = bounds {
-                        tags.push(format!("lower_bound:{lower}"));
-                        tags.push(format!("upper_bound:{upper}"));
-                    }
-                    let metric_name = format!("{name}{suffix}");
-                    let value = if cumulative {
-                        match state.increase(series_key(&metric_name, &tags), value) {
-                            Some(inc) => inc,
-                            None => continue,
-                        }
-                    } else {
-                        value
-                    };
-                    ok &= lines.line(&metric_name, value, "c", &tags);
-                }
-                for (suffix, v) in [(".min", p.min), (".max", p.max)] {
-                    if let Some(v) = v {
-                        ok &= lines.line(&format!("{name}{suffix}"), v, "g", &tags);
-                    }
-                }
-                if !ok {
+                let extremes = [(".min", p.min), (".max", p.max)];
+                if !histogram_lines(lines, state, cumulative, &name, &tags, counts, extremes) {
                     lines.rejected += 1;
                 }
             }
@@ -328,26 +306,12 @@ fn write_metric(lines: &mut Lines, state: &mut Cumulative, metric: &Metric, reso
             let cumulative = cumulative(h.aggregation_temporality);
             for p in &h.data_points {
                 let tags = with_tags(resource, &p.attributes);
-                let mut ok = true;
-                for (suffix, value) in [(".count", p.count as f64), (".sum", p.sum.unwrap_or(0.0))]
-                {
-                    let metric_name = format!("{name}{suffix}");
-                    let value = if cumulative {
-                        match state.increase(series_key(&metric_name, &tags), value) {
-                            Some(inc) => inc,
-                            None => continue,
-                        }
-                    } else {
-                        value
-                    };
-                    ok &= lines.line(&metric_name, value, "c", &tags);
-                }
-                for (suffix, v) in [(".min", p.min), (".max", p.max)] {
-                    if let Some(v) = v {
-                        ok &= lines.line(&format!("{name}{suffix}"), v, "g", &tags);
-                    }
-                }
-                if !ok {
+                let counts = vec![
+                    (".count", None, p.count as f64),
+                    (".sum", None, p.sum.unwrap_or(0.0)),
+                ];
+                let extremes = [(".min", p.min), (".max", p.max)];
+                if !histogram_lines(lines, state, cumulative, &name, &tags, counts, extremes) {
                     lines.rejected += 1;
                 }
             }
@@ -355,6 +319,46 @@ fn write_metric(lines: &mut Lines, state: &mut Cumulative, metric: &Metric, reso
         // Summaries (never written by the OpenTelemetry SDKs) and empty metrics.
         Some(Data::Summary(_)) | None => {}
     }
+}
+
+/// A histogram count: the name's suffix, a bucket's lower and upper bounds, the value.
+type Count<'a> = (&'a str, Option<(String, String)>, f64);
+
+/// A histogram point's counts (`(suffix, bucket bounds, value)`; increases when
+/// `cumulative`) and its minimum and maximum as gauges; false if a value was not finite.
+fn histogram_lines(
+    lines: &mut Lines,
+    state: &mut Cumulative,
+    cumulative: bool,
+    name: &str,
+    tags: &[String],
+    counts: Vec<Count<'_>>,
+    extremes: [(&str, Option<f64>); 2],
+) -> bool {
+    let mut ok = true;
+    for (suffix, bounds, value) in counts {
+        let mut tags = tags.to_vec();
+        if let Some((lower, upper)) = bounds {
+            tags.push(format!("lower_bound:{lower}"));
+            tags.push(format!("upper_bound:{upper}"));
+        }
+        let metric_name = format!("{name}{suffix}");
+        let value = if cumulative {
+            match state.increase(series_key(&metric_name, &tags), value) {
+                Some(inc) => inc,
+                None => continue,
+            }
+        } else {
+            value
+        };
+        ok &= lines.line(&metric_name, value, "c", &tags);
+    }
+    for (suffix, v) in extremes {
+        if let Some(v) = v {
+            ok &= lines.line(&format!("{name}{suffix}"), v, "g", tags);
+        }
+    }
+    ok
 }
 
 fn number(v: Option<Value>) -> f64 {
