@@ -36,13 +36,15 @@
 //! | `capture` | perf.data files from `perf record` |
 //! | `decode` | event fields to OTLP requests (EventHeader's Common Schema too), and OTLP/JSON lines; pure |
 //! | `batch` | merging requests into batches; pure |
-//! | `sink` | OTLP/HTTP, OTLP/gRPC, stdout and file, each behind a bounded queue |
+//! | `sink` | OTLP/HTTP, OTLP/gRPC, stdout, file and a Prometheus scrape endpoint, each behind a bounded queue |
+//! | `exposition` | the Prometheus text format and the HTTP server both `/metrics` endpoints use |
 //! | `daemon` | `run`: the thread, tasks and shutdown around them; counters; `status` |
 
 mod batch;
 mod capture;
 mod daemon;
 mod decode;
+mod exposition;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod kernel;
@@ -68,7 +70,8 @@ pub use kernel::{
     Registration, Tracefs, TracepointReader,
 };
 pub use sink::{
-    Compression, OtlpConfig, Protocol, RetryConfig, SinkConfig, SinkError, SinkSet, SinkSnapshot,
+    Compression, OtlpConfig, PrometheusConfig, Protocol, RetryConfig, SinkConfig, SinkError,
+    SinkSet, SinkSnapshot,
 };
 /// The OTLP message types that [`Request`] carries.
 pub use ue_proto as proto;

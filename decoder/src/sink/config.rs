@@ -2,10 +2,11 @@
 //! and why one could not start, [`SinkError`].
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::RetryConfig;
+use super::{PrometheusConfig, RetryConfig};
 
 /// The transport of an OTLP sink.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -103,6 +104,8 @@ pub enum SinkConfig {
     Stdout,
     /// One OTLP/JSON line per batch appended to a file.
     File(PathBuf),
+    /// The metrics as Prometheus series, served for scraping (traces and logs skip it).
+    Prometheus(PrometheusConfig),
 }
 
 impl SinkConfig {
@@ -112,7 +115,13 @@ impl SinkConfig {
             Self::Otlp(c) => format!("{} {}", c.protocol.sink_kind(), c.endpoint),
             Self::Stdout => "stdout".into(),
             Self::File(path) => format!("file {}", path.display()),
+            Self::Prometheus(c) => format!("prometheus http://{}/metrics", c.addr),
         }
+    }
+
+    /// Whether the sink takes batches of `signal` (the Prometheus sink only metrics).
+    pub(crate) fn takes(&self, signal: crate::decode::Signal) -> bool {
+        !matches!(self, Self::Prometheus(_)) || signal == crate::decode::Signal::Metrics
     }
 }
 
@@ -156,6 +165,15 @@ pub enum SinkError {
     CreateDir {
         /// The directory.
         path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The Prometheus sink could not listen on its address.
+    #[error("prometheus sink: cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
         /// Why.
         #[source]
         source: io::Error,

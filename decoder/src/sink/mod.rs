@@ -1,4 +1,4 @@
-//! Where batches go: OTLP/HTTP, OTLP/gRPC, stdout or a file, each sink behind its own
+//! Where batches go: OTLP/HTTP, OTLP/gRPC, stdout, a file or a Prometheus scrape endpoint, each sink behind its own
 //! queue bounded in bytes and worked by its own task, so a slow or unreachable collector
 //! never holds up the reader or the other sinks; what does not fit is dropped and counted.
 //!
@@ -13,12 +13,14 @@ mod config;
 mod grpc;
 mod http;
 mod lines;
+mod prometheus;
 mod queue;
 mod retry;
 mod set;
 mod transport;
 
 pub use config::{Compression, OtlpConfig, Protocol, SinkConfig, SinkError};
+pub use prometheus::PrometheusConfig;
 pub use queue::SinkSnapshot;
 pub use retry::RetryConfig;
 pub use set::SinkSet;

@@ -13,6 +13,7 @@ use super::retry::{Backoff, Rng};
 use super::transport::{Outcome, Transport};
 use super::{RetryConfig, SinkConfig, SinkError, SinkSnapshot};
 use crate::batch::Batch;
+use crate::decode::Signal;
 
 /// A sink's worker: sends its queue's batches one at a time, retrying as configured,
 /// until the queue is closed and empty.
@@ -38,6 +39,10 @@ async fn work(queue: Arc<SinkQueue>, transport: Transport, retry: RetryConfig, m
                             .note_error(format!("partial success: {rejected} rejected: {message}"));
                     }
                     queue.sent(&batch, rejected);
+                    break;
+                }
+                Outcome::Taken { dropped } => {
+                    queue.taken(&batch, &dropped);
                     break;
                 }
                 Outcome::Permanent(error) => {
@@ -71,6 +76,8 @@ async fn work(queue: Arc<SinkQueue>, transport: Transport, retry: RetryConfig, m
 struct Running {
     queue: Arc<SinkQueue>,
     worker: JoinHandle<()>,
+    /// Whether it takes batches of each signal, in [`Signal::ALL`]'s order.
+    takes: [bool; Signal::ALL.len()],
 }
 
 /// The running sinks. [`submit`](Self::submit) hands a batch to every one without waiting;
@@ -104,34 +111,46 @@ impl SinkSet {
             let retry = match config {
                 SinkConfig::Otlp(c) => c.retry.clone(),
                 // A write error is not a collector's backpressure: no retry.
-                SinkConfig::Stdout | SinkConfig::File(_) => RetryConfig {
-                    enabled: false,
-                    ..RetryConfig::default()
-                },
+                SinkConfig::Stdout | SinkConfig::File(_) | SinkConfig::Prometheus(_) => {
+                    RetryConfig {
+                        enabled: false,
+                        ..RetryConfig::default()
+                    }
+                }
             };
             retry.validate().map_err(|reason| SinkError::InvalidRetry {
                 sink: config.name(),
                 reason,
             })?;
-            built.push((config.name(), Transport::new(config)?, retry));
+            let takes = Signal::ALL.map(|s| config.takes(s));
+            built.push((config.name(), Transport::new(config)?, retry, takes));
         }
         let mut seeds = Rng::from_entropy();
         let sinks = built
             .into_iter()
-            .map(|(name, transport, retry)| {
+            .map(|(name, transport, retry, takes)| {
                 let queue = Arc::new(SinkQueue::new(name, queue_bytes));
                 let rng = Rng::seeded(seeds.next_u64());
                 let worker = rt.spawn(work(Arc::clone(&queue), transport, retry, rng));
-                Running { queue, worker }
+                Running {
+                    queue,
+                    worker,
+                    takes,
+                }
             })
             .collect();
         Ok(SinkSet { sinks })
     }
 
-    /// Queues `batch` on every sink, never waiting: a sink whose queue it would take past
-    /// its byte limit counts it dropped (`queue_full`) instead.
+    /// Queues `batch` on every sink that takes its signal, never waiting: a sink whose
+    /// queue it would take past its byte limit counts it dropped (`queue_full`) instead.
     pub fn submit(&self, batch: Arc<Batch>) {
-        for sink in &self.sinks {
+        let signal = Signal::ALL.iter().position(|s| *s == batch.signal());
+        for sink in self
+            .sinks
+            .iter()
+            .filter(|s| signal.is_none_or(|i| s.takes[i]))
+        {
             sink.queue.push(Arc::clone(&batch));
         }
     }
