@@ -25,6 +25,9 @@ use ue_decoder::{
     Snapshot,
 };
 
+/// A series' labels (`__name__` included) and its value, as the query API returns them.
+type Sample = (BTreeMap<String, String>, f64);
+
 /// A Prometheus server on a free port, killed when dropped, even when the test fails.
 struct PrometheusServer {
     child: Child,
@@ -68,7 +71,7 @@ impl PrometheusServer {
 
     /// The instant vector `query` evaluates to now: each series' labels and value; an
     /// error while the server is not up yet.
-    fn query(&self, query: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
+    fn query(&self, query: &str) -> Result<Vec<Sample>, String> {
         let body = http_get(self.addr, &format!("/api/v1/query?query={}", encode(query)))?;
         let json: Json = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
         if json["status"] != "success" {
@@ -260,7 +263,7 @@ fn labels(name: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 /// Polls `query` until it returns `want` (in any order), up to 60 s.
-fn eventually(prom: &PrometheusServer, query: &str, want: &[(BTreeMap<String, String>, f64)]) {
+fn eventually(prom: &PrometheusServer, query: &str, want: &[Sample]) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut want = want.to_vec();
     want.sort_by(|a, b| a.0.cmp(&b.0));
@@ -408,6 +411,10 @@ fn prometheus_scrapes_what_the_applications_wrote() {
         }),
     )]);
 
+    // A span: the sink takes metrics only, so it never sees it.
+    let span = tests::otlp::traces_request("work", 1).encode_to_vec();
+    assert!(source.write(0, Signal::Traces, &span));
+
     let prom = PrometheusServer::start(&binary, sink_addr);
     let get_labels = [("http_request_method", "GET")];
     eventually(
@@ -479,7 +486,8 @@ fn prometheus_scrapes_what_the_applications_wrote() {
     let snapshot: Snapshot = rt.block_on(daemon).unwrap().unwrap();
     let sink = &snapshot.sinks[0];
     assert_eq!(sink.name, format!("prometheus http://{sink_addr}/metrics"));
-    // 4 + 1 + 2 + 2 + 1 + 6 points; one repeat and two series over the limit dropped.
+    // 4 + 1 + 2 + 2 + 1 + 6 points (the span not among them); one repeat and two series
+    // over the limit dropped.
     assert_eq!(sink.dropped("out_of_order"), 1, "{sink}");
     assert_eq!(sink.dropped("series_limit"), 2, "{sink}");
     assert_eq!(sink.dropped_total(), 3, "{sink}");

@@ -681,7 +681,9 @@ fn explicit(p: &HistogramDataPoint) -> Result<Point, ()> {
 const SCALES: std::ops::RangeInclusive<i32> = -10..=20;
 
 fn exponential(p: &ExponentialHistogramDataPoint) -> Result<Point, ()> {
-    if !SCALES.contains(&p.scale) || !(p.zero_threshold >= 0.0 && p.zero_threshold.is_finite()) {
+    let usable =
+        SCALES.contains(&p.scale) && p.zero_threshold >= 0.0 && p.zero_threshold.is_finite();
+    if !usable {
         return Err(());
     }
     let side = |b: &Option<Buckets>| {

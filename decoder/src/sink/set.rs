@@ -76,8 +76,6 @@ async fn work(queue: Arc<SinkQueue>, transport: Transport, retry: RetryConfig, m
 struct Running {
     queue: Arc<SinkQueue>,
     worker: JoinHandle<()>,
-    /// Whether it takes batches of each signal, in [`Signal::ALL`]'s order.
-    takes: [bool; Signal::ALL.len()],
 }
 
 /// The running sinks. [`submit`](Self::submit) hands a batch to every one without waiting;
@@ -85,6 +83,8 @@ struct Running {
 /// abandons whatever the sinks still hold.
 pub struct SinkSet {
     sinks: Vec<Running>,
+    /// Whether each sink takes batches of each signal, in [`Signal::ALL`]'s order.
+    takes: Vec<[bool; Signal::ALL.len()]>,
 }
 
 impl fmt::Debug for SinkSet {
@@ -111,46 +111,47 @@ impl SinkSet {
             let retry = match config {
                 SinkConfig::Otlp(c) => c.retry.clone(),
                 // A write error is not a collector's backpressure: no retry.
-                SinkConfig::Stdout | SinkConfig::File(_) | SinkConfig::Prometheus(_) => {
-                    RetryConfig {
-                        enabled: false,
-                        ..RetryConfig::default()
-                    }
-                }
+                SinkConfig::Stdout | SinkConfig::File(_) => RetryConfig {
+                    enabled: false,
+                    ..RetryConfig::default()
+                },
+                // Taking a batch in has no failure worth retrying.
+                SinkConfig::Prometheus(_) => RetryConfig {
+                    enabled: false,
+                    ..RetryConfig::default()
+                },
             };
             retry.validate().map_err(|reason| SinkError::InvalidRetry {
                 sink: config.name(),
                 reason,
             })?;
-            let takes = Signal::ALL.map(|s| config.takes(s));
-            built.push((config.name(), Transport::new(config)?, retry, takes));
+            built.push((config.name(), Transport::new(config)?, retry));
         }
         let mut seeds = Rng::from_entropy();
         let sinks = built
             .into_iter()
-            .map(|(name, transport, retry, takes)| {
+            .map(|(name, transport, retry)| {
                 let queue = Arc::new(SinkQueue::new(name, queue_bytes));
                 let rng = Rng::seeded(seeds.next_u64());
                 let worker = rt.spawn(work(Arc::clone(&queue), transport, retry, rng));
-                Running {
-                    queue,
-                    worker,
-                    takes,
-                }
+                Running { queue, worker }
             })
             .collect();
-        Ok(SinkSet { sinks })
+        let takes = configs
+            .iter()
+            .map(|c| Signal::ALL.map(|s| c.takes(s)))
+            .collect();
+        Ok(SinkSet { sinks, takes })
     }
 
     /// Queues `batch` on every sink that takes its signal, never waiting: a sink whose
     /// queue it would take past its byte limit counts it dropped (`queue_full`) instead.
     pub fn submit(&self, batch: Arc<Batch>) {
         let signal = Signal::ALL.iter().position(|s| *s == batch.signal());
-        for sink in self
-            .sinks
-            .iter()
-            .filter(|s| signal.is_none_or(|i| s.takes[i]))
-        {
+        for (sink, takes) in self.sinks.iter().zip(&self.takes) {
+            if signal.is_some_and(|i| !takes[i]) {
+                continue;
+            }
             sink.queue.push(Arc::clone(&batch));
         }
     }
