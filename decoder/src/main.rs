@@ -137,7 +137,7 @@ struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     admin_addr: Option<std::net::SocketAddr>,
     /// Serve the applications' metrics for Prometheus to scrape on http://ADDR/metrics
-    /// (OTLP mapped as the OpenTelemetry specification says), e.g. 0.0.0.0:9090.
+    /// (OTLP mapped as the OpenTelemetry specification says), e.g. 0.0.0.0:9465.
     #[arg(long, value_name = "ADDR")]
     prometheus_addr: Option<std::net::SocketAddr>,
     /// The Prometheus sink forgets a series not updated for this many seconds.

@@ -73,7 +73,7 @@ use crate::exposition::{self, format_float, write_header, write_labels};
 /// Where the Prometheus sink listens and how much it keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrometheusConfig {
-    /// The address to serve `/metrics` on, e.g. `0.0.0.0:9090`.
+    /// The address to serve `/metrics` on, e.g. `0.0.0.0:9465`.
     pub addr: SocketAddr,
     /// A series not updated for this long is removed.
     pub staleness: Duration,
