@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ue_decoder::{
     AdminConfig, BatchConfig, DiskQueueConfig, ForwardConfig, OtlpConfig, PerfDataReader,
-    PerfSource, ReaderConfig, RetryConfig, RunConfig, Signal, SinkConfig, StatsdConfig,
-    StatsdTarget, TlsConfig, TracepointNames,
+    PerfSource, PrometheusConfig, ReaderConfig, RetryConfig, RunConfig, Signal, SinkConfig,
+    StatsdConfig, StatsdTarget, TlsConfig, TracepointNames,
 };
 use ue_wire::layout;
 
@@ -27,9 +27,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Read the tracepoints live and forward batched OTLP until SIGINT or SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Decode a `perf record` capture: OTLP/JSON lines on stdout, or forward it.
-    Decode(DecodeArgs),
+    Decode(Box<DecodeArgs>),
     /// Show what this host supports for the live path, and how to fix what is missing.
     Status {
         /// tracefs mount point (default: found in /proc/mounts).
@@ -179,6 +179,17 @@ struct RunArgs {
     /// /healthz and readiness on /readyz at this address, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     admin_addr: Option<std::net::SocketAddr>,
+    /// Serve the applications' metrics for Prometheus to scrape on http://ADDR/metrics
+    /// (OTLP mapped as the OpenTelemetry specification says), e.g. 0.0.0.0:9465.
+    #[arg(long, value_name = "ADDR")]
+    prometheus_addr: Option<std::net::SocketAddr>,
+    /// The Prometheus sink forgets a series not updated for this many seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    prometheus_staleness_secs: u64,
+    /// The most series the Prometheus sink keeps; points of new series beyond it are
+    /// dropped and counted (`series_limit`).
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    prometheus_max_series: usize,
     /// /healthz fails once a sink has failed every attempt for this many seconds.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     unhealthy_after_secs: u64,
@@ -396,8 +407,8 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Status { tracefs } => return status(tracefs),
-        Command::Run(args) => run(args),
-        Command::Decode(args) => decode(args),
+        Command::Run(args) => run(*args),
+        Command::Decode(args) => decode(*args),
     };
     match result {
         Ok(code) => code,
@@ -440,10 +451,17 @@ async fn shutdown_signal() {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let sinks = args.sinks.configs(false)?;
+    let mut sinks = args.sinks.configs(false)?;
+    if let Some(addr) = args.prometheus_addr {
+        sinks.push(SinkConfig::Prometheus(PrometheusConfig {
+            staleness: Duration::from_secs(args.prometheus_staleness_secs),
+            max_series: args.prometheus_max_series,
+            ..PrometheusConfig::new(addr)
+        }));
+    }
     if sinks.is_empty() {
         anyhow::bail!(
-            "nowhere to send: give --endpoint URL (or OTEL_EXPORTER_OTLP_ENDPOINT), --stdout or --file"
+            "nowhere to send: give --endpoint URL (or OTEL_EXPORTER_OTLP_ENDPOINT), --stdout, --file or --prometheus-addr"
         );
     }
     for sink in &sinks {

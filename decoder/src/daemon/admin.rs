@@ -6,7 +6,6 @@
 //! ([`REFRESH`]), so a scrape never waits on the reader or a sink.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,16 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tracing::{debug, info};
+use tracing::info;
 
 use super::stats::Snapshot;
 use crate::decode::Signal;
+use crate::exposition::{self, text};
 
 /// How often the daemon refreshes what the endpoint serves.
 pub(crate) const REFRESH: Duration = Duration::from_secs(1);
@@ -105,14 +103,7 @@ impl AdminState {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
         }
         match req.uri().path() {
-            "/metrics" => {
-                let mut resp = text(StatusCode::OK, prometheus(&self.snapshot(), self.started));
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                resp
-            }
+            "/metrics" => exposition::metrics(prometheus(&self.snapshot(), self.started)),
             "/healthz" => match self.problems() {
                 p if p.is_empty() => text(StatusCode::OK, "ok\n".into()),
                 p => text(StatusCode::SERVICE_UNAVAILABLE, p.join("\n") + "\n"),
@@ -135,12 +126,6 @@ impl AdminState {
     }
 }
 
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp
-}
-
 /// Binds `addr`; the returned listener is served by [`serve`].
 pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
@@ -151,30 +136,7 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>) {
     if let Ok(addr) = listener.local_addr() {
         info!("admin endpoint on http://{addr} (/metrics, /healthz, /readyz)");
     }
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and the like: wait instead of spinning.
-                debug!("admin endpoint: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let resp = state.respond(&req);
-                async move { Ok::<_, Infallible>(resp) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!("admin endpoint: connection from {peer}: {e}");
-            }
-        });
-    }
+    exposition::serve(listener, "admin endpoint", move |req| state.respond(req)).await;
 }
 
 /// The counters in the Prometheus text exposition format (version 0.0.4).
@@ -372,26 +334,12 @@ fn family(
                 if i > 0 {
                     out.push(',');
                 }
-                let _ = write!(out, "{k}=\"{}\"", escape(v));
+                let _ = write!(out, "{k}=\"{}\"", exposition::escape_label_value(v));
             }
             out.push('}');
         }
         let _ = writeln!(out, " {value}");
     }
-}
-
-/// A label value as the text format quotes it: backslash, double quote and newline escaped.
-fn escape(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
-    }
-    s
 }
 
 #[cfg(test)]

@@ -160,11 +160,23 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || reading.join()).await;
     tracing::debug!("reader stopped");
     let sink_snapshots = forwarder.finish().await;
+    if let Some((_, server)) = admin {
+        // Closed before returning: a caller that starts another daemon on the same address
+        // finds it free.
+        server.stop().await;
+    }
     Ok(stats.snapshot(sink_snapshots))
 }
 
 /// Aborts the task when dropped: the admin endpoint lives as long as [`run`].
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    async fn stop(mut self) {
+        self.0.abort();
+        let _ = (&mut self.0).await;
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -3,11 +3,12 @@
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::RetryConfig;
 use super::statsd::StatsdConfig;
+use super::{PrometheusConfig, RetryConfig};
 
 /// The transport of an OTLP sink.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -215,6 +216,8 @@ pub enum SinkConfig {
     File(PathBuf),
     /// Metrics as DogStatsD lines over UDP or a Unix datagram socket.
     Statsd(StatsdConfig),
+    /// The metrics as Prometheus series, served for scraping (traces and logs skip it).
+    Prometheus(PrometheusConfig),
 }
 
 impl SinkConfig {
@@ -224,7 +227,7 @@ impl SinkConfig {
     pub fn check(&self) -> Result<(), SinkError> {
         match self {
             Self::Otlp(c) => super::tls::check(c.protocol.sink_kind(), &c.tls),
-            Self::Stdout | Self::File(_) | Self::Statsd(_) => Ok(()),
+            Self::Stdout | Self::File(_) | Self::Statsd(_) | Self::Prometheus(_) => Ok(()),
         }
     }
 
@@ -235,7 +238,14 @@ impl SinkConfig {
             Self::Stdout => "stdout".into(),
             Self::File(path) => format!("file {}", path.display()),
             Self::Statsd(c) => c.name(),
+            Self::Prometheus(c) => format!("prometheus http://{}/metrics", c.addr),
         }
+    }
+
+    /// Whether the sink takes batches of `signal` (DogStatsD and Prometheus: metrics only).
+    pub(crate) fn takes(&self, signal: crate::decode::Signal) -> bool {
+        !matches!(self, Self::Prometheus(_) | Self::Statsd(_))
+            || signal == crate::decode::Signal::Metrics
     }
 }
 
@@ -374,6 +384,15 @@ pub enum SinkError {
     Statsd {
         /// The sink's name, with its address or path.
         target: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The Prometheus sink could not listen on its address.
+    #[error("prometheus sink: cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
         /// Why.
         #[source]
         source: io::Error,

@@ -1,5 +1,6 @@
-//! Where batches go: OTLP/HTTP, OTLP/gRPC, stdout, a file or DogStatsD, each sink behind its own
-//! queue bounded in bytes and worked by its own task, so a slow or unreachable collector
+//! Where batches go: OTLP/HTTP, OTLP/gRPC, stdout, a file, DogStatsD or a Prometheus scrape
+//! endpoint, each sink behind its own queue bounded in bytes and worked by its own task, so
+//! a slow or unreachable collector
 //! never holds up the reader or the other sinks; what does not fit is dropped and counted.
 //!
 //! A sink sends one batch at a time. A failure the OTLP specification calls retryable is
@@ -17,6 +18,7 @@ mod disk;
 mod grpc;
 mod http;
 mod lines;
+mod prometheus;
 mod queue;
 mod retry;
 mod set;
@@ -29,6 +31,7 @@ pub use config::{
     TlsConfig, read_headers_file,
 };
 pub use disk::DiskSnapshot;
+pub use prometheus::PrometheusConfig;
 pub use queue::SinkSnapshot;
 pub use retry::RetryConfig;
 pub use set::SinkSet;

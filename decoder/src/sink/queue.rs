@@ -32,7 +32,9 @@ pub struct SinkSnapshot {
     /// Items the receiver reported rejected in a partial success (never retried).
     pub rejected_items: u64,
     /// Items dropped, by reason: `queue_full`, `retries_exhausted`, `permanent_error`,
-    /// `shutdown`, `encode`.
+    /// `shutdown`, `encode`; the Prometheus sink's points by its own reasons
+    /// (`series_limit`, `out_of_order`, `type_conflict`, `delta_updown`, `invalid`), without
+    /// dropping their batch.
     pub dropped_items: BTreeMap<&'static str, u64>,
     /// Batches dropped, by the same reasons.
     pub dropped_batches: BTreeMap<&'static str, u64>,
@@ -327,6 +329,21 @@ impl SinkQueue {
         s.stats.items_sent += batch.items.saturating_sub(rejected);
         s.stats.bytes_sent += batch.bytes as u64;
         s.stats.rejected_items += rejected;
+        s.stats.failing_since = None;
+    }
+
+    /// The in-flight batch was taken in by a sink that keeps state, but for the items in
+    /// `dropped`, which are counted dropped by reason (the batch is not).
+    pub(crate) fn taken(&self, batch: &Batch, dropped: &BTreeMap<&'static str, u64>) {
+        let lost: u64 = dropped.values().sum();
+        let mut s = self.lock();
+        s.in_flight = None;
+        s.stats.batches_sent += 1;
+        s.stats.items_sent += batch.items.saturating_sub(lost);
+        s.stats.bytes_sent += batch.bytes as u64;
+        for (reason, items) in dropped {
+            *s.stats.dropped_items.entry(reason).or_default() += items;
+        }
         s.stats.failing_since = None;
     }
 

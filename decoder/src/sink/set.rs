@@ -14,6 +14,7 @@ use super::retry::{Backoff, Rng};
 use super::transport::{Outcome, Transport};
 use super::{DiskQueueConfig, RetryConfig, SinkConfig, SinkError, SinkSnapshot};
 use crate::batch::Batch;
+use crate::decode::Signal;
 
 /// A sink's worker: sends its queue's batches one at a time, retrying as configured,
 /// until the queue is closed and empty.
@@ -39,6 +40,10 @@ async fn work(queue: Arc<SinkQueue>, transport: Transport, retry: RetryConfig, m
                             .note_error(format!("partial success: {rejected} rejected: {message}"));
                     }
                     queue.sent(&batch, rejected);
+                    break;
+                }
+                Outcome::Taken { dropped } => {
+                    queue.taken(&batch, &dropped);
                     break;
                 }
                 Outcome::Permanent(error) => {
@@ -72,8 +77,6 @@ async fn work(queue: Arc<SinkQueue>, transport: Transport, retry: RetryConfig, m
 struct Running {
     queue: Arc<SinkQueue>,
     worker: JoinHandle<()>,
-    /// Takes metrics only (DogStatsD); the others take every signal.
-    metrics_only: bool,
 }
 
 /// The running sinks. [`submit`](Self::submit) hands a batch to every one without waiting;
@@ -81,6 +84,8 @@ struct Running {
 /// abandons whatever the sinks still hold.
 pub struct SinkSet {
     sinks: Vec<Running>,
+    /// Whether each sink takes batches of each signal, in [`Signal::ALL`]'s order.
+    takes: Vec<[bool; Signal::ALL.len()]>,
 }
 
 impl fmt::Debug for SinkSet {
@@ -124,17 +129,21 @@ impl SinkSet {
                     enabled: false,
                     ..RetryConfig::default()
                 },
+                // Taking a batch in has no failure worth retrying.
+                SinkConfig::Prometheus(_) => RetryConfig {
+                    enabled: false,
+                    ..RetryConfig::default()
+                },
             };
             retry.validate().map_err(|reason| SinkError::InvalidRetry {
                 sink: config.name(),
                 reason,
             })?;
-            let metrics_only = matches!(config, SinkConfig::Statsd(_));
-            built.push((config.name(), Transport::new(config)?, retry, metrics_only));
+            built.push((config.name(), Transport::new(config)?, retry));
         }
         let mut queues = Vec::with_capacity(built.len());
         let mut dirs: Vec<String> = Vec::new();
-        for (name, _, _, _) in &built {
+        for (name, _, _) in &built {
             let Some(disk) = disk else {
                 queues.push(SinkQueue::new(name.clone(), queue_bytes));
                 continue;
@@ -155,25 +164,26 @@ impl SinkSet {
         let sinks = built
             .into_iter()
             .zip(queues)
-            .map(|((_, transport, retry, metrics_only), queue)| {
+            .map(|((_, transport, retry), queue)| {
                 let queue = Arc::new(queue);
                 let rng = Rng::seeded(seeds.next_u64());
                 let worker = rt.spawn(work(Arc::clone(&queue), transport, retry, rng));
-                Running {
-                    queue,
-                    worker,
-                    metrics_only,
-                }
+                Running { queue, worker }
             })
             .collect();
-        Ok(SinkSet { sinks })
+        let takes = configs
+            .iter()
+            .map(|c| Signal::ALL.map(|s| c.takes(s)))
+            .collect();
+        Ok(SinkSet { sinks, takes })
     }
 
-    /// Queues `batch` on every sink, never waiting: a sink whose queue it would take past
-    /// its byte limit counts it dropped (`queue_full`) instead.
+    /// Queues `batch` on every sink that takes its signal, never waiting: a sink whose
+    /// queue it would take past its byte limit counts it dropped (`queue_full`) instead.
     pub fn submit(&self, batch: Arc<Batch>) {
-        for sink in &self.sinks {
-            if sink.metrics_only && batch.signal() != crate::decode::Signal::Metrics {
+        let signal = Signal::ALL.iter().position(|s| *s == batch.signal());
+        for (sink, takes) in self.sinks.iter().zip(&self.takes) {
+            if signal.is_some_and(|i| !takes[i]) {
                 continue;
             }
             sink.queue.push(Arc::clone(&batch));

@@ -1,5 +1,6 @@
 //! One attempt at sending a batch, whatever the sink: [`Transport`] and its [`Outcome`].
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,7 +10,7 @@ use ue_proto::collector::metrics::v1::ExportMetricsServiceResponse;
 use ue_proto::collector::trace::v1::ExportTraceServiceResponse;
 
 use super::config::Protocol;
-use super::{SinkConfig, SinkError, grpc, http, lines, statsd};
+use super::{SinkConfig, SinkError, grpc, http, lines, prometheus, statsd};
 use crate::batch::Batch;
 
 /// An OTLP export response of any signal, over either transport: what its
@@ -61,6 +62,11 @@ pub(crate) enum Outcome {
     },
     /// Failed for good.
     Permanent(String),
+    /// Taken in by a sink that keeps state rather than sending (Prometheus), but for the
+    /// items in `dropped`, by reason, counted dropped while the batch is not.
+    Taken {
+        dropped: BTreeMap<&'static str, u64>,
+    },
 }
 
 impl Outcome {
@@ -98,6 +104,7 @@ pub(crate) enum Transport {
     Grpc(Box<grpc::GrpcSink>),
     Lines(lines::LineSink),
     Statsd(Box<statsd::StatsdSink>),
+    Prometheus(Box<prometheus::PrometheusSink>),
 }
 
 impl Transport {
@@ -110,6 +117,9 @@ impl Transport {
             SinkConfig::Stdout => Self::Lines(lines::LineSink::stdout()),
             SinkConfig::File(path) => Self::Lines(lines::LineSink::file(path)?),
             SinkConfig::Statsd(c) => Self::Statsd(Box::new(statsd::StatsdSink::new(c)?)),
+            SinkConfig::Prometheus(c) => {
+                Self::Prometheus(Box::new(prometheus::PrometheusSink::start(c)?))
+            }
         })
     }
 
@@ -121,6 +131,8 @@ impl Transport {
             Self::Grpc(_) => Ok(Bytes::copy_from_slice(batch.protobuf())),
             Self::Lines(_) => lines::LineSink::encode(batch).map(Bytes::from),
             Self::Statsd(s) => s.encode(batch),
+            // It reads the batch's request itself.
+            Self::Prometheus(_) => Ok(Bytes::new()),
         }
     }
 
@@ -130,6 +142,7 @@ impl Transport {
             Self::Grpc(g) => g.send(batch.signal(), payload.clone()).await,
             Self::Lines(l) => l.send(payload.to_vec()).await,
             Self::Statsd(s) => s.send(payload).await,
+            Self::Prometheus(p) => p.send(batch),
         }
     }
 }
