@@ -305,6 +305,47 @@ pub(crate) fn prometheus(s: &Snapshot, started: SystemTime) -> String {
             })
             .collect::<Vec<_>>(),
     );
+    // The on-disk queues (`--queue-dir`), for the sinks that have one.
+    let per_disk = |f: &dyn Fn(&crate::sink::DiskSnapshot) -> u64| {
+        s.sinks
+            .iter()
+            .filter_map(|k| Some((vec![("sink", k.name.clone())], f(k.disk.as_ref()?))))
+            .collect::<Vec<_>>()
+    };
+    family(
+        &mut out,
+        "ue_decoder_sink_disk_bytes",
+        "gauge",
+        "Bytes of each sink's queue files (what --queue-max-bytes bounds).",
+        &per_disk(&|d| d.file_bytes)
+            .into_iter()
+            .map(|(l, v)| (l, v as f64))
+            .collect::<Vec<_>>(),
+    );
+    counter(
+        &mut out,
+        "ue_decoder_sink_disk_replayed_items_total",
+        "Items found in each sink's queue files at start and sent on.",
+        &per_disk(&|d| d.replayed_items),
+    );
+    counter(
+        &mut out,
+        "ue_decoder_sink_disk_possible_duplicate_items_total",
+        "Items in flight when the decoder last stopped, sent again.",
+        &per_disk(&|d| d.possible_duplicate_items),
+    );
+    counter(
+        &mut out,
+        "ue_decoder_sink_disk_corrupt_records_total",
+        "Corrupt stretches skipped in each sink's queue files (their items unknown).",
+        &per_disk(&|d| d.corrupt_records),
+    );
+    counter(
+        &mut out,
+        "ue_decoder_sink_disk_corrupt_bytes_total",
+        "Bytes of those stretches, of unreadable segment files, and of torn records cut off.",
+        &per_disk(&|d| d.corrupt_bytes.saturating_add(d.truncated_bytes)),
+    );
     out
 }
 
@@ -358,6 +399,12 @@ mod tests {
             items_sent: 40,
             failing_for: Some(Duration::from_millis(2500)),
             dropped_items: [("queue_full", 5)].into_iter().collect(),
+            disk: Some(crate::sink::DiskSnapshot {
+                file_bytes: 4096,
+                corrupt_bytes: 10,
+                truncated_bytes: 3,
+                ..Default::default()
+            }),
             ..SinkSnapshot::default()
         });
         let text = prometheus(&s, SystemTime::UNIX_EPOCH + Duration::from_secs(10));
@@ -381,11 +428,14 @@ mod tests {
             )
         );
         assert!(text.contains("ue_decoder_start_time_seconds 10\n"));
+        assert!(text.contains(
+            "ue_decoder_sink_disk_corrupt_bytes_total{sink=\"otlp-http \\\"a\\\"\\\\b\"} 13\n"
+        ));
         let types: Vec<_> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
         let mut unique = types.clone();
         unique.dedup();
         assert_eq!(types.len(), unique.len());
-        assert_eq!(types.len(), 19);
+        assert_eq!(types.len(), 24);
     }
 
     #[test]
