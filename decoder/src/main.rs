@@ -68,6 +68,12 @@ struct SinkArgs {
     /// Most bytes each sink may hold queued; what overflows is dropped and counted.
     #[arg(long, default_value_t = 64)]
     queue_mib: usize,
+    /// Requests each OTLP sink may have in flight at once (acknowledged in any order).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    max_inflight: u16,
+    /// Threads compressing batches, off the thread that reads the rings.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    compression_threads: u16,
     /// Give up retrying a batch after this many seconds (0: never retry).
     #[arg(long, default_value_t = 300)]
     retry_max_elapsed_secs: u64,
@@ -220,6 +226,7 @@ impl SinkArgs {
                     max_elapsed: Duration::from_secs(self.retry_max_elapsed_secs),
                     ..RetryConfig::default()
                 },
+                max_inflight: usize::from(self.max_inflight),
             }));
         }
         if self.stdout || (default_stdout && sinks.is_empty() && self.file.is_none()) {
@@ -236,6 +243,7 @@ impl SinkArgs {
             sinks,
             queue_bytes: self.queue_mib << 20,
             shutdown_deadline: Duration::from_secs(shutdown_secs),
+            compression_threads: usize::from(self.compression_threads),
             ..ForwardConfig::default()
         }
     }

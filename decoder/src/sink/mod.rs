@@ -9,6 +9,7 @@
 //! [`SinkSet::submit`] never waits: the reader's side must not be held up by a network.
 //! Sinks take batches as they are; they neither decode nor merge.
 
+mod compress;
 mod config;
 mod grpc;
 mod http;
@@ -18,6 +19,7 @@ mod retry;
 mod set;
 mod transport;
 
+pub(crate) use compress::body as compressed_body;
 pub use config::{Compression, OtlpConfig, Protocol, SinkConfig, SinkError};
 pub use queue::SinkSnapshot;
 pub use retry::RetryConfig;

@@ -30,7 +30,7 @@ pub struct SinkSnapshot {
     pub dropped_items: BTreeMap<&'static str, u64>,
     /// Batches dropped, by the same reasons.
     pub dropped_batches: BTreeMap<&'static str, u64>,
-    /// Bytes queued, waiting to be sent (the batch in flight not included).
+    /// Bytes queued, waiting to be sent (the batches in flight not included).
     pub queue_bytes: u64,
     /// The last failure, retried or not, or the last partial success's message.
     pub last_error: Option<String>,
@@ -98,7 +98,7 @@ struct State {
     queue: VecDeque<Arc<Batch>>,
     queued_bytes: usize,
     /// Popped and not yet finished: counted as dropped if the worker is stopped.
-    in_flight: Option<Arc<Batch>>,
+    in_flight: Vec<Arc<Batch>>,
     closed: bool,
     /// Whether the last push was dropped, so a run of drops warns once.
     dropping: bool,
@@ -115,6 +115,19 @@ struct Stats {
     dropped_items: BTreeMap<&'static str, u64>,
     dropped_batches: BTreeMap<&'static str, u64>,
     last_error: Option<String>,
+}
+
+impl State {
+    /// `batch` is no longer in flight.
+    fn finished(&mut self, batch: &Batch) {
+        if let Some(i) = self
+            .in_flight
+            .iter()
+            .position(|b| std::ptr::eq(&**b, batch))
+        {
+            self.in_flight.swap_remove(i);
+        }
+    }
 }
 
 impl Stats {
@@ -190,7 +203,7 @@ impl SinkQueue {
                 let mut s = self.lock();
                 if let Some(batch) = s.queue.pop_front() {
                     s.queued_bytes -= batch.bytes;
-                    s.in_flight = Some(Arc::clone(&batch));
+                    s.in_flight.push(Arc::clone(&batch));
                     return Some(batch);
                 }
                 if s.closed {
@@ -211,7 +224,7 @@ impl SinkQueue {
     /// The in-flight batch was accepted, `rejected` of its items refused by the receiver.
     pub(crate) fn sent(&self, batch: &Batch, rejected: u64) {
         let mut s = self.lock();
-        s.in_flight = None;
+        s.finished(batch);
         s.stats.batches_sent += 1;
         s.stats.items_sent += batch.items.saturating_sub(rejected);
         s.stats.bytes_sent += batch.bytes as u64;
@@ -221,7 +234,7 @@ impl SinkQueue {
     /// The in-flight batch was dropped for `reason` after `error`.
     pub(crate) fn dropped(&self, batch: &Batch, reason: &'static str, error: String) {
         let mut s = self.lock();
-        s.in_flight = None;
+        s.finished(batch);
         s.stats.drop_batch(batch, reason);
         s.stats.last_error = Some(error);
     }
@@ -243,7 +256,7 @@ impl SinkQueue {
     pub(crate) fn abandon(&self) -> u64 {
         let mut s = self.lock();
         s.closed = true;
-        let mut left: Vec<Arc<Batch>> = s.in_flight.take().into_iter().collect();
+        let mut left: Vec<Arc<Batch>> = std::mem::take(&mut s.in_flight);
         left.extend(s.queue.drain(..));
         s.queued_bytes = 0;
         let mut items = 0;
