@@ -9,13 +9,17 @@
 # Usage: scripts/ladder.sh [RATE...]   data points per second
 #                                      (default 10000 20000 50000 100000 200000 400000)
 # Env: UE_LADDER_RING_KIB (per-CPU ring of both readers, default 1024, the decoder's
-#      default), UE_LADDER_SECS (seconds per step, default 3)
+#      default), UE_LADDER_SECS (seconds per step, default 3), UE_LADDER_DECODER_ARGS
+#      (more `ue-decoder run` flags, e.g. "--wakeup-bytes 65536")
+# The decoder sends to the tests' otlp-receiver in the guest (--forget: it keeps nothing),
+# over OTLP/HTTP with zstd; perf writes its perf.data to the guest's memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rates=("$@")
 ((${#rates[@]})) || rates=(10000 20000 50000 100000 200000 400000)
 ring_kib=${UE_LADDER_RING_KIB:-1024}
 secs=${UE_LADDER_SECS:-3}
+decoder_args=${UE_LADDER_DECODER_ARGS:-}
 target=${CARGO_TARGET_DIR:-target}/release
 
 if [ -z "${UE_LADDER_INSIDE:-}" ]; then
@@ -23,7 +27,7 @@ if [ -z "${UE_LADDER_INSIDE:-}" ]; then
         -p ue-bench --bin ue-ladder-writer
     echo "host: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
     exec scripts/vm.sh --timeout 1800 -e UE_LADDER_INSIDE=1 -e UE_LADDER_RING_KIB="$ring_kib" \
-        -e UE_LADDER_SECS="$secs" -- scripts/ladder.sh "${rates[@]}"
+        -e UE_LADDER_SECS="$secs" -e UE_LADDER_DECODER_ARGS="$decoder_args" -- scripts/ladder.sh "${rates[@]}"
 fi
 
 command -v perf >/dev/null || { echo "ladder: perf is not in the guest" >&2; exit 1; }
@@ -43,16 +47,17 @@ wait_for() { # FILE PATTERN
     echo "ladder: no '$2' in $1:" >&2; cat "$1" >&2; exit 1
 }
 
-"$target/otlp-receiver" --http 127.0.0.1:4318 >"$work/receiver.log" 2>&1 &
+"$target/otlp-receiver" --http 127.0.0.1:4318 --forget >"$work/receiver.log" 2>&1 &
 pids+=($!)
 wait_for "$work/receiver.log" listening
 pages=$((ring_kib / 4))
-echo "guest: $(nproc) CPUs; ring per CPU: ${ring_kib} KiB (perf -m $pages); ${secs} s per step"
+echo "guest: $(nproc) CPUs; ring per CPU: ${ring_kib} KiB (perf -m $pages); ${secs} s per step; decoder flags: ${decoder_args:-none}"
 printf '%10s %12s %14s %14s %s\n' rate written decoder_lost perf_lost writer
 best_decoder=0 best_perf=0
 for rate in "${rates[@]}"; do
+    # shellcheck disable=SC2086 # the extra flags are words
     "$target/ue-decoder" run --signals metrics --ring-kib "$ring_kib" \
-        --endpoint http://127.0.0.1:4318 --compression zstd --stats-secs 3600 \
+        --endpoint http://127.0.0.1:4318 --compression zstd --stats-secs 3600 $decoder_args \
         >"$work/decoder.out" 2>"$work/decoder.log" &
     decoder=$!
     wait_for "$work/decoder.log" "ue-decoder: reading"

@@ -19,7 +19,7 @@ use crate::sink::{Compression, SinkConfig, SinkError, SinkSet, SinkSnapshot, com
 
 /// Batches waiting for a compression thread, per thread: enough to keep each busy while
 /// the reader fills the next, few enough that memory stays a handful of batches.
-const POOL_QUEUE_PER_THREAD: usize = 2;
+const POOL_QUEUE_PER_THREAD: usize = 1;
 
 /// How requests are batched and where the batches go.
 #[derive(Clone, Debug, PartialEq)]
