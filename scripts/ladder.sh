@@ -52,7 +52,7 @@ pids+=($!)
 wait_for "$work/receiver.log" listening
 pages=$((ring_kib / 4))
 echo "guest: $(nproc) CPUs; ring per CPU: ${ring_kib} KiB (perf -m $pages); ${secs} s per step; decoder flags: ${decoder_args:-none}"
-printf '%10s %12s %14s %14s %s\n' rate written decoder_lost perf_lost writer
+printf '%10s %12s %14s %14s %16s %s\n' rate written decoder_lost perf_lost decoder_peak_rss writer
 best_decoder=0 best_perf=0
 for rate in "${rates[@]}"; do
     # shellcheck disable=SC2086 # the extra flags are words
@@ -67,6 +67,8 @@ for rate in "${rates[@]}"; do
     sleep 1 # perf enables its events after opening them
     writer=$("$target/ue-ladder-writer" --rate "$rate" --secs "$secs")
     wait "$perf" || true
+    # The decoder's peak resident memory, its perf rings included (mapped and touched).
+    rss=$(sed -n 's/^VmHWM:[[:space:]]*//p' "/proc/$decoder/status")
     kill -TERM "$decoder"
     wait "$decoder" || true
     decoder_lost=$(sed -n 's/.*kernel lost \([0-9]*\).*/\1/p' "$work/decoder.log" | tail -1)
@@ -77,7 +79,7 @@ for rate in "${rates[@]}"; do
     perf_lost=${perf_lost:-0}
     written=$(echo "$writer" | sed -n 's/^wrote \([0-9]*\) points.*/\1/p')
     achieved=$(echo "$writer" | sed -n 's/.*(\([0-9]*\) points\/s.*/\1/p')
-    printf '%10s %12s %14s %14s %s points/s\n' "$rate" "$written" "${decoder_lost:-?}" "$perf_lost" "$achieved"
+    printf '%10s %12s %14s %14s %16s %s points/s\n' "$rate" "$written" "${decoder_lost:-?}" "$perf_lost" "$rss" "$achieved"
     [ "${decoder_lost:-1}" = 0 ] && best_decoder=$rate
     [ "$perf_lost" = 0 ] && best_perf=$rate
     rm -f "$work/perf.data"

@@ -112,7 +112,8 @@ struct RunArgs {
     /// Ring buffer per CPU, in KiB (rounded up to a power of two of pages).
     #[arg(long, default_value_t = 1024)]
     ring_kib: usize,
-    /// Wake up when a ring holds this many bytes (batching delay bounds the latency).
+    /// Wake up when a ring holds this many bytes (batching delay bounds the latency;
+    /// a larger value costs fewer wakeups under heavy load, `scripts/ladder.sh`).
     #[arg(long, default_value_t = 1)]
     wakeup_bytes: usize,
     /// Send a batch once it holds this many data points, spans or log records.
