@@ -111,6 +111,12 @@ struct SinkArgs {
     /// milliseconds (group commit), `batch` (after each batch) or `never` (at shutdown).
     #[arg(long, default_value = "100", value_parser = parse_sync, value_name = "MS|batch|never")]
     queue_sync: ue_decoder::SyncPolicy,
+    /// Requests each OTLP sink may have in flight at once (acknowledged in any order).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    max_inflight: u16,
+    /// Threads compressing batches, off the thread that reads the rings.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    compression_threads: u16,
     /// Give up retrying a batch after this many seconds (0: never retry).
     #[arg(long, default_value_t = 300)]
     retry_max_elapsed_secs: u64,
@@ -149,7 +155,8 @@ struct RunArgs {
     /// Ring buffer per CPU, in KiB (rounded up to a power of two of pages).
     #[arg(long, default_value_t = 1024)]
     ring_kib: usize,
-    /// Wake up when a ring holds this many bytes (batching delay bounds the latency).
+    /// Wake up when a ring holds this many bytes (batching delay bounds the latency;
+    /// a larger value costs fewer wakeups under heavy load, `scripts/ladder.sh`).
     #[arg(long, default_value_t = 1)]
     wakeup_bytes: usize,
     /// Send a batch once it holds this many data points, spans or log records.
@@ -344,6 +351,7 @@ impl SinkArgs {
                     ..RetryConfig::default()
                 },
                 tls,
+                max_inflight: usize::from(self.max_inflight),
             }));
         }
         let statsd = match (&self.statsd_addr, &self.statsd_socket) {
@@ -385,6 +393,7 @@ impl SinkArgs {
                 sync: self.queue_sync,
             }),
             shutdown_deadline: Duration::from_secs(shutdown_secs),
+            compression_threads: usize::from(self.compression_threads),
             ..ForwardConfig::default()
         }
     }

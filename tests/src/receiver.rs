@@ -405,6 +405,8 @@ struct Shared {
     /// The number of requests recorded, to wait on.
     count: watch::Sender<usize>,
     observer: Option<Observer>,
+    /// Whether requests are kept for [`Receiver::received`] once observed.
+    keep: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -448,7 +450,9 @@ impl Shared {
         if let Some(observe) = &self.observer {
             observe(&received);
         }
-        log.requests.push(received);
+        if self.keep {
+            log.requests.push(received);
+        }
         drop(log);
         self.count.send_modify(|n| *n += 1);
         answer
@@ -462,9 +466,17 @@ pub struct ReceiverBuilder {
     grpc: Option<SocketAddr>,
     observer: Option<Observer>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    keep: bool,
 }
 
 impl ReceiverBuilder {
+    /// Keep every request for [`Receiver::received`] (the default), or only show each to
+    /// the [`on_request`](Self::on_request) observer: for long, heavy runs.
+    pub fn keep(mut self, keep: bool) -> Self {
+        self.keep = keep;
+        self
+    }
+
     /// Listen for OTLP/HTTP on `addr` (port 0: any free one), or not at all.
     pub fn http(mut self, addr: Option<SocketAddr>) -> Self {
         self.http = addr;
@@ -497,6 +509,7 @@ impl ReceiverBuilder {
             log: Mutex::default(),
             count,
             observer: self.observer,
+            keep: self.keep,
         });
         let mut receiver = Receiver {
             shared,
@@ -546,6 +559,7 @@ impl Receiver {
             grpc: Some(loopback_any_port()),
             observer: None,
             tls: None,
+            keep: true,
         }
     }
 

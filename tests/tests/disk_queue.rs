@@ -58,6 +58,7 @@ fn run_config(endpoint: String, queue: DiskQueueConfig, batch_items: u64) -> Run
             queue_bytes: 1 << 20,
             disk_queue: Some(queue),
             shutdown_deadline: Duration::from_secs(1),
+            ..ForwardConfig::default()
         },
         stats_interval: Duration::from_secs(3600),
         self_metrics: false,

@@ -37,6 +37,8 @@ fn http(endpoint: String) -> OtlpConfig {
         timeout: Duration::from_secs(2),
         compression: Compression::None,
         retry: fast_retry(),
+        // One at a time: the tests script the receiver's answers in order.
+        max_inflight: 1,
         ..OtlpConfig::default()
     }
 }
@@ -49,6 +51,8 @@ fn grpc(endpoint: String) -> OtlpConfig {
         timeout: Duration::from_secs(2),
         compression: Compression::None,
         retry: fast_retry(),
+        // One at a time: the tests script the receiver's answers in order.
+        max_inflight: 1,
         ..OtlpConfig::default()
     }
 }

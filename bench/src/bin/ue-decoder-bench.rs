@@ -66,6 +66,16 @@ struct Args {
     /// With --queue-dir: fdatasync every N ms, `batch` (after each batch) or `never`.
     #[arg(long, default_value = "100")]
     queue_sync: String,
+    /// Requests in flight at once per sink (`ue-decoder run --max-inflight`).
+    #[arg(long, default_value_t = 4)]
+    max_inflight: usize,
+    /// Compression threads (`ue-decoder run --compression-threads`).
+    #[arg(long, default_value_t = 2)]
+    compression_threads: usize,
+    /// Write at most this many items per second (0: as fast as the decoder drains), to
+    /// see the memory of a steady load the receiver keeps up with.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
 }
 
 /// The events of one round: each event's fields, and the items in all of them.
@@ -204,6 +214,18 @@ fn peak_rss_kib() -> i64 {
     }
 }
 
+/// This process's resident set now (VmRSS), KiB.
+fn rss_kib() -> i64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let signal: Signal = match args.signal.as_str() {
@@ -246,6 +268,7 @@ fn main() -> Result<()> {
             },
         }),
     };
+    otlp.max_inflight = args.max_inflight;
     let config = RunConfig {
         forward: ForwardConfig {
             batch: BatchConfig {
@@ -255,6 +278,7 @@ fn main() -> Result<()> {
             sinks: vec![SinkConfig::Otlp(otlp)],
             queue_bytes: args.queue_mib << 20,
             disk_queue,
+            compression_threads: args.compression_threads,
             ..ForwardConfig::default()
         },
         stats_interval: Duration::from_secs(3600),
@@ -288,6 +312,11 @@ fn main() -> Result<()> {
         })
     };
     ready_rx.recv().context("the daemon did not start")?;
+    // What the process holds before forwarding: the runtime, the sinks, and this thread's
+    // events (which the decoder does not hold).
+    let rss_start = rss_kib();
+    let mut rss_max = rss_start;
+    let mut rss_checked = Instant::now();
 
     let cpu_before = cpu_time(libc::RUSAGE_SELF);
     let wall = Instant::now();
@@ -295,10 +324,23 @@ fn main() -> Result<()> {
     // decoder's and is taken out below.
     let writer_before = cpu_time(libc::RUSAGE_THREAD);
     let events = Arc::new(events);
+    let per_event = per_round as f64 / events.len() as f64;
+    let mut written = 0.0;
     for round in 0..rounds {
         for (i, event) in events.iter().enumerate() {
+            if args.rate > 0 {
+                written += per_event;
+                let due = wall + Duration::from_secs_f64(written / args.rate as f64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    thread::sleep(wait);
+                }
+            }
             while source.pending() >= capacity / 2 {
                 thread::sleep(Duration::from_micros(200));
+            }
+            if rss_checked.elapsed() >= Duration::from_millis(50) {
+                rss_max = rss_max.max(rss_kib());
+                rss_checked = Instant::now();
             }
             source.write_fields((round as usize + i) as u32 % 8, signal, event.clone());
         }
@@ -324,7 +366,9 @@ fn main() -> Result<()> {
     println!(
         "{signal} over {} ({}, merge {}{queue}): {items} items in {} events of {:.0} bytes \
          ({:.1} MB), sent {sent}, dropped {dropped}, lost {}\n  decoder CPU {:.3} s \
-         (wall {:.3} s): {:.0} items/s per core, {:.0} ns per item; peak RSS {} KiB",
+         (wall {:.3} s): {:.0} items/s per core, {:.0} ns per item; peak RSS {} KiB \
+         (RSS {} KiB before forwarding, {} KiB at most while forwarding; the in-memory \
+         rings hold at most {} KiB of events)",
         args.protocol,
         args.compression,
         args.merge,
@@ -337,6 +381,9 @@ fn main() -> Result<()> {
         items as f64 / cpu.as_secs_f64(),
         cpu.as_nanos() as f64 / items as f64,
         peak_rss_kib(),
+        rss_start,
+        rss_max,
+        (capacity / 2 * bytes / events.len()) / 1024,
     );
     if sent != items || source.lost() > 0 {
         bail!(

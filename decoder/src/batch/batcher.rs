@@ -16,6 +16,7 @@ use std::mem;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use prost::Message;
 use ue_proto::collector::logs::v1::ExportLogsServiceRequest;
 use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -24,12 +25,16 @@ use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
 use crate::decode::{Request, Signal, logs_items, metrics_items, traces_items};
 
 /// A batch ready for the sinks: one request of one signal, as the protobuf bytes the OTLP
-/// sinks send, and decoded on first need (text output).
+/// sinks send, compressed once per algorithm however many sinks send it, and decoded on
+/// first need (text output).
 #[derive(Clone, Debug)]
 pub struct Batch {
     signal: Signal,
-    protobuf: Vec<u8>,
+    /// Shared, not copied, by every sink and attempt that sends it uncompressed.
+    protobuf: Bytes,
     decoded: OnceLock<Result<Request, prost::DecodeError>>,
+    /// The gzip and the zstd encodings of `protobuf`, made on first need.
+    compressed: [OnceLock<Result<Bytes, String>>; 2],
     /// Data points, spans or log records in it.
     pub items: u64,
     /// Its protobuf encoding's length, what queues are bounded by.
@@ -40,24 +45,27 @@ impl Batch {
     /// Wraps a request, counting its items and encoding it.
     pub fn new(request: Request) -> Self {
         let items = request.items();
-        let protobuf = request.encode_to_vec();
+        let protobuf = Bytes::from(request.encode_to_vec());
         Self {
             signal: request.signal(),
             bytes: protobuf.len(),
             protobuf,
             decoded: OnceLock::from(Ok(request)),
+            compressed: Default::default(),
             items,
         }
     }
 
     /// A request of `signal` as its protobuf encoding, which holds `items` items (checked
     /// by [`validate_request`](crate::validate_request) or known from its encoder).
-    pub fn from_protobuf(signal: Signal, protobuf: Vec<u8>, items: u64) -> Self {
+    pub fn from_protobuf(signal: Signal, protobuf: impl Into<Bytes>, items: u64) -> Self {
+        let protobuf = protobuf.into();
         Self {
             signal,
             bytes: protobuf.len(),
             protobuf,
             decoded: OnceLock::new(),
+            compressed: Default::default(),
             items,
         }
     }
@@ -70,6 +78,23 @@ impl Batch {
     /// The request's protobuf encoding.
     pub fn protobuf(&self) -> &[u8] {
         &self.protobuf
+    }
+
+    /// The request's protobuf encoding, shared.
+    pub(crate) fn protobuf_bytes(&self) -> Bytes {
+        self.protobuf.clone()
+    }
+
+    /// The encoding compressed by `compress`, as algorithm `slot` (0 gzip, 1 zstd): made by
+    /// the first caller, which the others wait for, and shared after.
+    pub(crate) fn compressed(
+        &self,
+        slot: usize,
+        compress: impl FnOnce(&[u8]) -> Result<Bytes, String>,
+    ) -> Result<Bytes, String> {
+        self.compressed[slot]
+            .get_or_init(|| compress(&self.protobuf))
+            .clone()
     }
 
     /// The request, decoded the first time it is asked for. Fails only if the bytes the
@@ -206,6 +231,30 @@ impl Batcher {
             Request::Traces(r) => self.traces.push(r, now, &c),
             Request::Logs(r) => self.logs.push(r, now, &c),
         }
+    }
+
+    /// Adds a request's checked protobuf encoding, appending it to its signal's pending
+    /// bytes without an intermediate copy (or decoding it, with `merge`); returns the
+    /// batches that became due, as [`push`](Self::push) does.
+    pub(crate) fn push_protobuf(
+        &mut self,
+        signal: Signal,
+        request: &[u8],
+        items: u64,
+        now: Instant,
+    ) -> Vec<Batch> {
+        if self.config.merge {
+            return self.push(
+                Incoming::Protobuf {
+                    signal,
+                    bytes: request.to_vec(),
+                    items,
+                },
+                now,
+            );
+        }
+        let c = self.config;
+        self.appended[index(signal)].push(signal, request, items, now, &c)
     }
 
     /// Batches whose delay ran out by `now`.

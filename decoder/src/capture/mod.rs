@@ -10,6 +10,7 @@ mod check;
 mod reader;
 mod records;
 
+pub(crate) use reader::Next;
 pub use reader::{
     PerfDataDecoded, PerfDataError, PerfDataEvent, PerfDataReader, PerfDataStats, decode_perf_data,
 };

@@ -33,7 +33,7 @@ use linux_perf_data::linux_perf_event_reader::{
 use ue_wire::layout;
 
 use crate::decode::{
-    EventHeaderDecoder, EventHeaderEvent, decode_event, is_eventheader_tracepoint,
+    EventHeaderDecoder, EventHeaderEvent, check_event, decode_event, is_eventheader_tracepoint,
 };
 use crate::decode::{Request, Signal, TracepointNames};
 
@@ -393,6 +393,28 @@ impl PerfDataReader {
     /// Malformed events and other records are counted in [`stats`](Self::stats) and
     /// skipped; an error means the rest of the file cannot be read.
     pub fn next_event(&mut self) -> Result<Option<PerfDataEvent>, PerfDataError> {
+        let mut out = None;
+        self.step(false, &mut |next| {
+            if let Next::Event(event) = next {
+                out = Some(event);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Hands the next request in time order to `f`, `Ok(false)` at the end of the file:
+    /// the checked bytes of an OTLP event, not decoded (the forwarding path appends them
+    /// to a batch as they are), or an EventHeader event's request. Counted as
+    /// [`next_event`](Self::next_event) counts.
+    pub(crate) fn next_request(
+        &mut self,
+        f: &mut dyn FnMut(Next<'_>),
+    ) -> Result<bool, PerfDataError> {
+        self.step(true, f)
+    }
+
+    /// Reads records up to the next good event and calls `f` with it; false at the end.
+    fn step(&mut self, check: bool, f: &mut dyn FnMut(Next<'_>)) -> Result<bool, PerfDataError> {
         while !self.done {
             let kept = match self.records.next() {
                 Ok(Some(kept)) => kept,
@@ -458,6 +480,31 @@ impl PerfDataReader {
                 }
             };
             let raw = sample.raw.map(|raw| raw.as_slice());
+            if let (true, Source::Otlp(signal)) = (check, *source) {
+                let fields = raw
+                    .as_deref()
+                    .map(|raw| raw.get(layout::TRACE_ENTRY_LEN..).unwrap_or_default());
+                match fields
+                    .ok_or("no_raw")
+                    .and_then(|fields| check_event(signal, fields).map_err(|e| e.reason()))
+                {
+                    Ok((request, items)) => {
+                        add(&mut self.stats.requests, signal, 1);
+                        add(&mut self.stats.items, signal, items);
+                        self.decoded += 1;
+                        f(Next::Checked {
+                            signal,
+                            request,
+                            items,
+                        });
+                        return Ok(true);
+                    }
+                    Err(reason) => {
+                        add(&mut self.stats.malformed, reason, 1);
+                        continue;
+                    }
+                }
+            }
             let decoded = match *source {
                 Source::Otlp(signal) => decode_sample(signal, raw.as_deref()),
                 _ => decode_eventheader_sample(&mut self.eventheader, name, raw.as_deref()).map(
@@ -473,12 +520,13 @@ impl PerfDataReader {
                     add(&mut self.stats.requests, signal, 1);
                     add(&mut self.stats.items, signal, request.items());
                     self.decoded += 1;
-                    return Ok(Some(event(name, &sample, request)));
+                    f(Next::Event(event(name, &sample, request)));
+                    return Ok(true);
                 }
                 Err(reason) => add(&mut self.stats.malformed, reason, 1),
             }
         }
-        Ok(None)
+        Ok(false)
     }
 }
 
@@ -488,6 +536,18 @@ impl Iterator for PerfDataReader {
     fn next(&mut self) -> Option<Self::Item> {
         self.next_event().transpose()
     }
+}
+
+/// What [`PerfDataReader::next_request`] hands on.
+pub(crate) enum Next<'a> {
+    /// An OTLP event's request, checked: its bytes and items.
+    Checked {
+        signal: Signal,
+        request: &'a [u8],
+        items: u64,
+    },
+    /// A decoded event (EventHeader, or any event for `next_event`).
+    Event(PerfDataEvent),
 }
 
 /// Reads every OTLP event of the perf.data file at `path` (see [`PerfDataReader`]).

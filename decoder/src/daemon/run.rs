@@ -1,29 +1,30 @@
-//! The daemon: a reading thread drains an [`EventSource`] (the perf rings) and decodes the
-//! events, a task merges them into batches, and the sinks send them, each from its own
-//! bounded queue ([`Forwarder`](super::forward::Forwarder)).
+//! The daemon: a reading thread drains an [`EventSource`] (the perf rings), checks each
+//! event and appends its bytes straight from the ring into its signal's batch; a small
+//! pool compresses the batches; and the sinks send them, each from its own bounded queue
+//! ([`Forwarder`](super::forward::Forwarder)).
 //!
 //! ```text
-//! perf rings --(reader thread: drain, decode)--> channel --(batcher task)--> SinkSet --> sinks
+//! perf rings --(reader thread: drain, check, append)--> compression pool --> SinkSet --> sinks
 //! ```
 //!
-//! The reader never waits on the network: if batching falls behind, the bounded channel
-//! blocks the reader, the kernel's rings fill and the kernel counts what it drops, which is
-//! reported (`kernel lost`). Sinks drop, and count, what overflows their queues.
+//! The reader never waits on the network nor compresses: if compression falls behind,
+//! its bounded queue blocks the reader, the kernel's rings fill and the kernel counts what
+//! it drops, which is reported (`kernel lost`). Sinks drop, and count, what overflows
+//! their queues.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::admin::{self, AdminConfig, AdminState};
-use super::forward::{ForwardConfig, Forwarder};
+use super::forward::{ForwardConfig, Forwarder, Submitter};
 use super::source::EventSource;
 use super::stats::{Snapshot, Stats};
-use crate::batch::{Batch, Incoming};
+use crate::batch::{Batch, BatchConfig, Batcher, Incoming};
 use crate::decode::{EventHeaderDecoder, Request, Signal, check_event};
 use crate::kernel::ReaderError;
 use crate::sink::SinkError;
@@ -103,14 +104,21 @@ pub async fn run(
         }
     };
     let stats = Arc::new(Stats::default());
-    let mut forwarder = Forwarder::start(&config.forward, Arc::clone(&stats))?;
+    let forwarder = Forwarder::start(&config.forward, Arc::clone(&stats))?;
 
     let stop = Arc::new(AtomicBool::new(false));
+    // Dropped when the reading thread ends, by itself (a fatal read error) or when told.
+    let (ended_tx, mut ended) = tokio::sync::oneshot::channel::<()>();
     let reading = {
-        let (stop, stats, tx) = (Arc::clone(&stop), Arc::clone(&stats), forwarder.sender());
+        let (stop, stats, submitter) =
+            (Arc::clone(&stop), Arc::clone(&stats), forwarder.submitter());
+        let batch = config.forward.batch;
         thread::Builder::new()
             .name("ue-reader".into())
-            .spawn(move || read_loop(source, &stop, &stats, &tx))
+            .spawn(move || {
+                read_loop(source, &stop, &stats, batch, &submitter);
+                drop(ended_tx);
+            })
             .map_err(|e| RunError::Config(format!("cannot start the reader thread: {e}")))?
     };
     ready();
@@ -140,7 +148,7 @@ pub async fn run(
                 }
             }
             // The reading thread ended by itself: a fatal read error, logged there.
-            () = forwarder.batching_ended() => {
+            _ = &mut ended => {
                 if let Some((state, _)) = &admin {
                     state.reader_stopped();
                 }
@@ -155,8 +163,7 @@ pub async fn run(
     }
     info!("shutting down: draining the source and flushing batches");
     stop.store(true, Ordering::Release);
-    // The reader drains what the source still holds, then drops its sender, which ends the
-    // batcher after its final flush.
+    // The reader drains what the source still holds and flushes its batches.
     let _ = tokio::task::spawn_blocking(move || reading.join()).await;
     tracing::debug!("reader stopped");
     let sink_snapshots = forwarder.finish().await;
@@ -184,24 +191,36 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The reading thread: wait, drain, decode, hand on; after `stop`, one last drain.
+/// The reading thread: wait, drain, check and batch, hand due batches on; after `stop`,
+/// one last drain and a flush.
 fn read_loop(
     mut source: impl EventSource,
     stop: &AtomicBool,
     stats: &Stats,
-    tx: &mpsc::Sender<Incoming>,
+    batch: BatchConfig,
+    submitter: &Submitter,
 ) {
     let mut eventheader = EventHeaderDecoder::new();
+    let mut batcher = Batcher::new(batch);
     loop {
         let stopping = stop.load(Ordering::Acquire);
-        if !stopping && let Err(e) = source.wait(WAIT) {
-            warn!("waiting on the event source failed: {e}");
-            return;
+        if !stopping {
+            // Wake for the next batch's deadline too, even if no event comes.
+            let timeout = batcher.next_deadline().map_or(WAIT, |t| {
+                t.saturating_duration_since(Instant::now()).min(WAIT)
+            });
+            if let Err(e) = source.wait(timeout) {
+                warn!("waiting on the event source failed: {e}");
+                for b in batcher.flush() {
+                    submitter.submit(b);
+                }
+                return;
+            }
         }
-        let mut decoded = Vec::new();
+        let now = Instant::now();
         source.drain(&mut |signal, event| {
-            if event.eventheader {
-                return match eventheader.decode(event.tracepoint, event.fields) {
+            let due = if event.eventheader {
+                match eventheader.decode(event.tracepoint, event.fields) {
                     Ok(eh) => {
                         let req = eh.request;
                         stats.decoded(req.signal(), event.fields.len(), req.items());
@@ -213,41 +232,45 @@ fn read_loop(
                                 "EventHeader fields kept as attributes"
                             );
                         }
-                        decoded.push(Incoming::Decoded(req));
+                        batcher.push(Incoming::Decoded(req), now)
                     }
                     Err(e) => {
                         stats.malformed(e.reason());
                         tracing::debug!(tracepoint = event.tracepoint, "skipped event: {e}");
+                        return;
                     }
-                };
-            }
-            // Checked, not decoded: the batcher sends the requests' own bytes on.
-            match check_event(signal, event.fields) {
-                Ok((request, items)) => {
-                    stats.decoded(signal, request.len(), items);
-                    decoded.push(Incoming::Protobuf {
-                        signal,
-                        bytes: request.to_vec(),
-                        items,
-                    });
                 }
-                Err(e) => {
-                    stats.malformed(e.reason());
-                    tracing::debug!(
-                        tracepoint = event.tracepoint,
-                        cpu = event.cpu,
-                        "skipped event: {e}"
-                    );
+            } else {
+                // Checked, not decoded: the request's bytes go from the ring into the
+                // batch, the one copy the forwarding path makes.
+                match check_event(signal, event.fields) {
+                    Ok((request, items)) => {
+                        stats.decoded(signal, request.len(), items);
+                        batcher.push_protobuf(signal, request, items, now)
+                    }
+                    Err(e) => {
+                        stats.malformed(e.reason());
+                        tracing::debug!(
+                            tracepoint = event.tracepoint,
+                            cpu = event.cpu,
+                            "skipped event: {e}"
+                        );
+                        return;
+                    }
                 }
+            };
+            for b in due {
+                submitter.submit(b);
             }
         });
         stats.set_reader_counts(source.lost_by_cpu(), &source.malformed_records());
-        for req in decoded {
-            if tx.blocking_send(req).is_err() {
-                return; // the batcher is gone: shutting down
-            }
+        for b in batcher.poll(Instant::now()) {
+            submitter.submit(b);
         }
         if stopping {
+            for b in batcher.flush() {
+                submitter.submit(b);
+            }
             return;
         }
     }

@@ -46,11 +46,10 @@ pub enum Compression {
     /// Not at all.
     #[default]
     None,
-    /// gzip, what every OTLP receiver accepts: its fastest level over HTTP; over gRPC at
-    /// level 6, the only one tonic offers.
+    /// gzip at its fastest level, what every OTLP receiver accepts.
     Gzip,
-    /// zstd (level 1 over HTTP; tonic's default, 3, over gRPC), which the OpenTelemetry
-    /// Collector accepts on both: several times cheaper than gzip for a smaller result.
+    /// zstd at level 1, which the OpenTelemetry Collector accepts on both transports:
+    /// several times cheaper than gzip for a smaller result.
     Zstd,
 }
 
@@ -75,11 +74,14 @@ pub struct OtlpConfig {
     pub retry: RetryConfig,
     /// The CA and client certificate of an `https://` endpoint.
     pub tls: TlsConfig,
+    /// Requests in flight at once (at least 1): batches are sent concurrently, and
+    /// acknowledged in any order, so one slow round trip does not hold up the others.
+    pub max_inflight: usize,
 }
 
 impl OtlpConfig {
     /// The OTLP specification's defaults for `protocol`: its default endpoint, a 10 s
-    /// timeout, no compression; the Collector's retry schedule.
+    /// timeout, no compression; the Collector's retry schedule; 4 requests in flight.
     pub fn new(protocol: Protocol) -> Self {
         Self {
             protocol,
@@ -89,6 +91,7 @@ impl OtlpConfig {
             compression: Compression::None,
             retry: RetryConfig::default(),
             tls: TlsConfig::default(),
+            max_inflight: 4,
         }
     }
 }

@@ -1,13 +1,18 @@
-//! The `otlp-grpc` sink: OTLP/gRPC with tonic, sending each batch's protobuf bytes as
-//! they are.
+//! The `otlp-grpc` sink: OTLP/gRPC over tonic's channel, sending each batch's protobuf
+//! bytes as they are, compressed here (the same body the HTTP sink sends).
+//!
+//! The unary call is made by hand rather than through `tonic::client::Grpc`: tonic
+//! compresses only as it frames a message, at a level it does not let callers choose, and
+//! it copies the message into its own buffer. Here the 5-byte gRPC frame header goes
+//! before the batch's shared (compressed) bytes, and tonic decodes the response.
 
-use std::marker::PhantomData;
-use std::time::Duration;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use bytes::{BufMut as _, Bytes};
-use http::uri::PathAndQuery;
-use tonic::client::Grpc;
-use tonic::codec::{Codec, CompressionEncoding, EncodeBuf, Encoder};
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, TE, USER_AGENT};
+use tonic::client::GrpcService as _;
+use tonic::codec::Streaming;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -75,9 +80,11 @@ fn metadata_map(headers: &[(String, String)]) -> Result<MetadataMap, SinkError> 
 /// An OTLP/gRPC client for every signal over one lazily connected channel.
 #[derive(Debug)]
 pub(crate) struct GrpcSink {
-    client: Grpc<Channel>,
-    metadata: MetadataMap,
-    timeout: Duration,
+    channel: Channel,
+    /// The user's metadata and the call's fixed headers.
+    headers: HeaderMap,
+    compression: Compression,
+    /// Where the TLS trust comes from, to explain a failed handshake.
     trust: Trust,
 }
 
@@ -88,35 +95,48 @@ const PATHS: [&str; 3] = [
     "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
 ];
 
-/// A codec that sends an already encoded request as it is and decodes the response with
-/// prost. The generated stubs take a decoded message and encode it again for every
-/// attempt; a batch is already its encoding.
-struct Passthrough<R>(PhantomData<R>);
+/// A request body of one gRPC message: its frame header, then its bytes, which are sent
+/// from where they are.
+struct Message {
+    header: Option<Bytes>,
+    payload: Option<Bytes>,
+}
 
-impl<R: prost::Message + Default + Send + 'static> Codec for Passthrough<R> {
-    type Encode = Bytes;
-    type Decode = R;
-    type Encoder = BytesEncoder;
-    type Decoder = ProstDecoder<R>;
-
-    fn encoder(&mut self) -> BytesEncoder {
-        BytesEncoder
-    }
-
-    fn decoder(&mut self) -> ProstDecoder<R> {
-        ProstDecoder::default()
+impl Message {
+    /// The length-prefixed message: the compressed flag, the length, then `payload`.
+    fn new(payload: Bytes, compressed: bool) -> Result<Self, Status> {
+        let len = u32::try_from(payload.len())
+            .map_err(|_| Status::resource_exhausted("a batch over 4 GiB"))?;
+        let mut header = [0u8; 5];
+        header[0] = u8::from(compressed);
+        header[1..].copy_from_slice(&len.to_be_bytes());
+        Ok(Self {
+            header: Some(Bytes::copy_from_slice(&header)),
+            payload: Some(payload),
+        })
     }
 }
 
-struct BytesEncoder;
+impl http_body::Body for Message {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
 
-impl Encoder for BytesEncoder {
-    type Item = Bytes;
-    type Error = Status;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.header.take().or_else(|| self.payload.take());
+        Poll::Ready(next.map(|b| Ok(http_body::Frame::data(b))))
+    }
 
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
+    fn is_end_stream(&self) -> bool {
+        self.header.is_none() && self.payload.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let len = self.header.as_ref().map_or(0, Bytes::len)
+            + self.payload.as_ref().map_or(0, Bytes::len);
+        http_body::SizeHint::with_exact(len as u64)
     }
 }
 
@@ -148,77 +168,111 @@ impl GrpcSink {
                     reason: super::error_chain(&e),
                 })?;
         }
-        let mut client = Grpc::new(endpoint.connect_lazy())
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd);
-        match config.compression {
-            Compression::Gzip => client = client.send_compressed(CompressionEncoding::Gzip),
-            Compression::Zstd => client = client.send_compressed(CompressionEncoding::Zstd),
-            _ => {}
+        let mut headers = metadata_map(&config.headers)?.into_headers();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("ue-decoder/", env!("CARGO_PKG_VERSION"))),
+        );
+        let encoding = match config.compression {
+            Compression::Gzip => Some("gzip"),
+            Compression::Zstd => Some("zstd"),
+            _ => None,
+        };
+        if let Some(encoding) = encoding {
+            headers.insert(
+                HeaderName::from_static("grpc-encoding"),
+                HeaderValue::from_static(encoding),
+            );
         }
+        // gRPC's timeout format: at most 8 digits and a unit; milliseconds here.
+        let millis = config.timeout.as_millis().clamp(1, 99_999_999);
+        headers.insert(
+            HeaderName::from_static("grpc-timeout"),
+            HeaderValue::from_str(&format!("{millis}m")).expect("digits and a letter"),
+        );
         Ok(Self {
-            client,
-            metadata: metadata_map(&config.headers)?,
-            timeout: config.timeout,
+            channel: endpoint.connect_lazy(),
+            headers,
+            compression: config.compression,
             trust: Trust::new(&config.tls).over_https(https),
         })
     }
 
-    /// One attempt at sending `protobuf`, an encoded `signal` request.
-    pub(crate) async fn send(&self, signal: Signal, protobuf: Bytes) -> Outcome {
+    /// The body for `batch`, compressed as configured, made once for all its attempts
+    /// and sinks.
+    pub(crate) fn encode(&self, batch: &crate::batch::Batch) -> Result<Bytes, String> {
+        super::compress::body(batch, self.compression)
+    }
+
+    /// One attempt at sending `body`, an encoded (and compressed, if so configured)
+    /// `signal` request.
+    pub(crate) async fn send(&self, signal: Signal, body: Bytes) -> Outcome {
         let trust = &self.trust;
         match signal {
             Signal::Metrics => outcome(
-                self.call::<ExportMetricsServiceResponse>(0, protobuf).await,
+                self.call::<ExportMetricsServiceResponse>(0, body).await,
                 trust,
             ),
             Signal::Traces => outcome(
-                self.call::<ExportTraceServiceResponse>(1, protobuf).await,
+                self.call::<ExportTraceServiceResponse>(1, body).await,
                 trust,
             ),
-            Signal::Logs => outcome(
-                self.call::<ExportLogsServiceResponse>(2, protobuf).await,
-                trust,
-            ),
+            Signal::Logs => outcome(self.call::<ExportLogsServiceResponse>(2, body).await, trust),
         }
     }
 
-    /// The unary call the generated client's `export` makes, with the bytes as they are.
+    /// The unary call: headers, one message, then the response's message and trailers,
+    /// judged as tonic's own client judges them.
     async fn call<R: prost::Message + Default + Send + 'static>(
         &self,
         path: usize,
-        protobuf: Bytes,
-    ) -> Result<tonic::Response<R>, Status> {
-        let mut client = self.client.clone();
-        client
-            .ready()
+        body: Bytes,
+    ) -> Result<R, Status> {
+        let message = Message::new(body, self.compression != Compression::None)?;
+        let mut request = http::Request::new(tonic::body::Body::new(message));
+        *request.uri_mut() = http::Uri::from_static(PATHS[path]);
+        *request.method_mut() = http::Method::POST;
+        *request.headers_mut() = self.headers.clone();
+        let mut channel = self.channel.clone();
+        std::future::poll_fn(|cx| channel.poll_ready(cx))
             .await
             .map_err(|e| Status::unavailable(format!("the channel is not ready: {e}")))?;
-        client
-            .unary(
-                self.request(protobuf),
-                PathAndQuery::from_static(PATHS[path]),
-                Passthrough::<R>(PhantomData),
-            )
+        let response = channel
+            .call(request)
             .await
-    }
-
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        *request.metadata_mut() = self.metadata.clone();
-        request.set_timeout(self.timeout);
-        request
+            .map_err(|e| Status::from_error(Box::new(e)))?;
+        if let Some(status) = Status::from_header_map(response.headers()) {
+            // Trailers only: no message follows.
+            return Err(if status.code() == Code::Ok {
+                Status::internal("Missing response message.")
+            } else {
+                status
+            });
+        }
+        let status_code = response.status();
+        let mut stream = Streaming::new_response(
+            ProstDecoder::<R>::default(),
+            response.into_body(),
+            status_code,
+            None,
+            None,
+        );
+        let message = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::internal("Missing response message."))?;
+        stream.trailers().await?;
+        Ok(message)
     }
 }
 
 /// What a call's result calls for: a partial success's rejected items, or what its failure
 /// calls for, led by what a failed TLS handshake means.
-fn outcome<R: PartialSuccess>(
-    result: Result<tonic::Response<R>, Status>,
-    trust: &Trust,
-) -> Outcome {
+fn outcome<R: PartialSuccess>(result: Result<R, Status>, trust: &Trust) -> Outcome {
     match result {
-        Ok(response) => response.into_inner().outcome(),
+        Ok(response) => response.outcome(),
         Err(status) => match (outcome_of(&status), trust.explain(&status)) {
             (Outcome::Retry { error, after }, Some(why)) => Outcome::Retry {
                 error: format!("{why}: {error}"),
@@ -268,6 +322,8 @@ fn describe(status: &Status) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use tonic_types::ErrorDetails;
 
     use super::*;

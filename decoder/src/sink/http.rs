@@ -1,10 +1,8 @@
 //! The `otlp-http` sink: OTLP/HTTP with binary protobuf bodies.
 
-use std::io::Write as _;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use flate2::write::GzEncoder;
 use prost::Message;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
@@ -107,10 +105,6 @@ fn header_map(
     Ok(map)
 }
 
-/// zstd's fastest regular level: on OTLP batches, several times gzip's fastest speed for a
-/// smaller result (`scripts/bench-decoder.sh`).
-const ZSTD_LEVEL: i32 = 1;
-
 /// An OTLP/HTTP client for every signal.
 #[derive(Debug)]
 pub(crate) struct HttpSink {
@@ -149,25 +143,9 @@ impl HttpSink {
         })
     }
 
-    /// The body for `batch`, encoded once for all its attempts.
+    /// The body for `batch`, encoded once for all its attempts and sinks.
     pub(crate) fn encode(&self, batch: &Batch) -> Result<Bytes, String> {
-        let body = batch.protobuf();
-        match self.compression {
-            Compression::Gzip => {
-                let mut gz = GzEncoder::new(
-                    Vec::with_capacity(body.len() / 4),
-                    flate2::Compression::fast(),
-                );
-                gz.write_all(body)
-                    .and_then(|()| gz.finish())
-                    .map(Bytes::from)
-                    .map_err(|e| format!("gzip: {e}"))
-            }
-            Compression::Zstd => zstd::bulk::compress(body, ZSTD_LEVEL)
-                .map(Bytes::from)
-                .map_err(|e| format!("zstd: {e}")),
-            _ => Ok(Bytes::copy_from_slice(body)),
-        }
+        super::compress::body(batch, self.compression)
     }
 
     /// One attempt at sending `body`, a `signal` request.
@@ -443,33 +421,5 @@ mod tests {
         let long = "é".repeat(400);
         let cut = failure_message(false, long.as_bytes()).unwrap();
         assert!(cut.len() <= 512 && cut.chars().all(|c| c == 'é'));
-    }
-
-    #[test]
-    fn compressed_bodies_decompress_to_the_protobuf() {
-        use std::io::Read as _;
-
-        use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
-
-        use crate::decode::Request;
-
-        let sink = |compression| {
-            HttpSink::new(&OtlpConfig {
-                compression,
-                ..OtlpConfig::default()
-            })
-            .unwrap()
-        };
-        let batch = Batch::new(Request::Traces(ExportTraceServiceRequest::default()));
-        let body = sink(Compression::Gzip).encode(&batch).unwrap();
-        let mut plain = Vec::new();
-        flate2::read::GzDecoder::new(&body[..])
-            .read_to_end(&mut plain)
-            .unwrap();
-        assert_eq!(plain, batch.protobuf());
-        let body = sink(Compression::Zstd).encode(&batch).unwrap();
-        assert_eq!(zstd::decode_all(&body[..]).unwrap(), batch.protobuf());
-        let body = sink(Compression::None).encode(&batch).unwrap();
-        assert_eq!(body, batch.protobuf());
     }
 }

@@ -13,6 +13,7 @@
 //! destination acknowledges (at-least-once).
 //! Sinks take batches as they are; they neither decode nor merge.
 
+mod compress;
 mod config;
 mod disk;
 mod grpc;
@@ -26,6 +27,7 @@ mod statsd;
 mod tls;
 mod transport;
 
+pub(crate) use compress::body as compressed_body;
 pub use config::{
     Compression, DiskQueueConfig, OtlpConfig, PemFile, Protocol, SinkConfig, SinkError, SyncPolicy,
     TlsConfig, read_headers_file,

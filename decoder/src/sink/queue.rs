@@ -38,7 +38,7 @@ pub struct SinkSnapshot {
     pub dropped_items: BTreeMap<&'static str, u64>,
     /// Batches dropped, by the same reasons.
     pub dropped_batches: BTreeMap<&'static str, u64>,
-    /// Bytes queued, waiting to be sent (the batch in flight not included); on disk for a
+    /// Bytes queued, waiting to be sent (the batches in flight not included); on disk for a
     /// queue on disk.
     pub queue_bytes: u64,
     /// The on-disk queue's own counters, if the sink has one.
@@ -131,7 +131,7 @@ struct State {
     queue: VecDeque<Arc<Batch>>,
     queued_bytes: usize,
     /// Popped and not yet finished: counted as dropped if the worker is stopped.
-    in_flight: Option<Arc<Batch>>,
+    in_flight: Vec<Arc<Batch>>,
     /// Where the batches are kept instead of `queue`, if on disk.
     disk: Option<DiskQueue>,
     closed: bool,
@@ -152,6 +152,23 @@ struct Stats {
     last_error: Option<String>,
     /// The first failure since the last success.
     failing_since: Option<std::time::Instant>,
+}
+
+impl State {
+    /// `batch` is no longer in flight. A queue on disk, which its sink works with one batch
+    /// in flight, acknowledges it in its files.
+    fn finished(&mut self, batch: &Batch) {
+        if let Some(i) = self
+            .in_flight
+            .iter()
+            .position(|b| std::ptr::eq(&**b, batch))
+        {
+            self.in_flight.swap_remove(i);
+        }
+        if let Some(disk) = &mut self.disk {
+            disk.ack();
+        }
+    }
 }
 
 impl Stats {
@@ -287,6 +304,11 @@ impl SinkQueue {
         false
     }
 
+    /// Whether the batches are kept on disk.
+    pub(crate) fn is_on_disk(&self) -> bool {
+        self.lock().disk.is_some()
+    }
+
     /// Waits for the next batch and marks it in flight; `None` once closed and empty.
     pub(crate) async fn pop(&self) -> Option<Arc<Batch>> {
         loop {
@@ -295,12 +317,12 @@ impl SinkQueue {
                 if let Some(disk) = &mut s.disk {
                     if let Some(batch) = disk.next() {
                         let batch = Arc::new(batch);
-                        s.in_flight = Some(Arc::clone(&batch));
+                        s.in_flight.push(Arc::clone(&batch));
                         return Some(batch);
                     }
                 } else if let Some(batch) = s.queue.pop_front() {
                     s.queued_bytes -= batch.bytes;
-                    s.in_flight = Some(Arc::clone(&batch));
+                    s.in_flight.push(Arc::clone(&batch));
                     return Some(batch);
                 }
                 if s.closed {
@@ -321,10 +343,7 @@ impl SinkQueue {
     /// The in-flight batch was accepted, `rejected` of its items refused by the receiver.
     pub(crate) fn sent(&self, batch: &Batch, rejected: u64) {
         let mut s = self.lock();
-        s.in_flight = None;
-        if let Some(disk) = &mut s.disk {
-            disk.ack();
-        }
+        s.finished(batch);
         s.stats.batches_sent += 1;
         s.stats.items_sent += batch.items.saturating_sub(rejected);
         s.stats.bytes_sent += batch.bytes as u64;
@@ -337,7 +356,7 @@ impl SinkQueue {
     pub(crate) fn taken(&self, batch: &Batch, dropped: &BTreeMap<&'static str, u64>) {
         let lost: u64 = dropped.values().sum();
         let mut s = self.lock();
-        s.in_flight = None;
+        s.finished(batch);
         s.stats.batches_sent += 1;
         s.stats.items_sent += batch.items.saturating_sub(lost);
         s.stats.bytes_sent += batch.bytes as u64;
@@ -350,10 +369,7 @@ impl SinkQueue {
     /// The in-flight batch was dropped for `reason` after `error`.
     pub(crate) fn dropped(&self, batch: &Batch, reason: &'static str, error: String) {
         let mut s = self.lock();
-        s.in_flight = None;
-        if let Some(disk) = &mut s.disk {
-            disk.ack();
-        }
+        s.finished(batch);
         s.stats.drop_batch(batch, reason);
         s.stats.failed(error);
     }
@@ -377,7 +393,7 @@ impl SinkQueue {
         let mut s = self.lock();
         s.closed = true;
         if s.disk.is_some() {
-            s.in_flight = None;
+            s.in_flight.clear();
         }
         if let Some(disk) = &mut s.disk {
             disk.release();
@@ -391,7 +407,7 @@ impl SinkQueue {
             }
             return 0;
         }
-        let mut left: Vec<Arc<Batch>> = s.in_flight.take().into_iter().collect();
+        let mut left: Vec<Arc<Batch>> = std::mem::take(&mut s.in_flight);
         left.extend(s.queue.drain(..));
         s.queued_bytes = 0;
         let mut items = 0;

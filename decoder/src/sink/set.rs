@@ -1,11 +1,12 @@
-//! The running sinks: one worker task per sink, each sending its queue's batches one at a
-//! time with retries, and [`SinkSet`], which feeds and stops them.
+//! The running sinks: one worker task per sink, each sending its queue's batches, a few at
+//! a time, with retries, and [`SinkSet`], which feeds and stops them.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::disk::{DiskQueue, sink_dir_name};
@@ -16,60 +17,94 @@ use super::{DiskQueueConfig, RetryConfig, SinkConfig, SinkError, SinkSnapshot};
 use crate::batch::Batch;
 use crate::decode::Signal;
 
-/// A sink's worker: sends its queue's batches one at a time, retrying as configured,
-/// until the queue is closed and empty.
-async fn work(queue: Arc<SinkQueue>, transport: Transport, retry: RetryConfig, mut rng: Rng) {
-    let sink = queue.name().to_owned();
-    while let Some(batch) = queue.pop().await {
-        let payload = match transport.encode(&batch) {
-            Ok(p) => p,
-            Err(error) => {
-                tracing::warn!(%sink, items = batch.items, %error, "dropping a batch: cannot encode it");
-                queue.dropped(&batch, reason::ENCODE, error);
-                continue;
-            }
+/// A sink's worker: sends its queue's batches, up to `max_inflight` at once (each with
+/// its own retries, acknowledged in any order), until the queue is closed and empty.
+async fn work(
+    queue: Arc<SinkQueue>,
+    transport: Transport,
+    retry: RetryConfig,
+    mut rng: Rng,
+    max_inflight: usize,
+) {
+    let transport = Arc::new(transport);
+    let permits = Arc::new(Semaphore::new(max_inflight.max(1)));
+    // Dropped with the worker: aborting it aborts the sends in flight.
+    let mut sending = JoinSet::new();
+    loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            break;
         };
-        let started = Instant::now();
-        let mut backoff = Backoff::new(&retry, Rng::seeded(rng.next_u64()));
-        loop {
-            match transport.send(&batch, &payload).await {
-                Outcome::Sent { rejected, message } => {
-                    if rejected > 0 {
-                        tracing::warn!(%sink, rejected, %message, "the receiver rejected part of a batch");
-                        queue
-                            .note_error(format!("partial success: {rejected} rejected: {message}"));
-                    }
-                    queue.sent(&batch, rejected);
-                    break;
+        let Some(batch) = queue.pop().await else {
+            break;
+        };
+        let (queue, transport, retry) = (Arc::clone(&queue), Arc::clone(&transport), retry.clone());
+        let rng = Rng::seeded(rng.next_u64());
+        sending.spawn(async move {
+            send(&queue, &transport, &retry, rng, batch).await;
+            drop(permit);
+        });
+        // Reap what finished, so the set holds only what is in flight.
+        while sending.try_join_next().is_some() {}
+    }
+    while sending.join_next().await.is_some() {}
+}
+
+/// Sends one batch, retrying as configured, and counts the outcome.
+async fn send(
+    queue: &SinkQueue,
+    transport: &Transport,
+    retry: &RetryConfig,
+    rng: Rng,
+    batch: Arc<Batch>,
+) {
+    let sink = queue.name();
+    let payload = match transport.encode(&batch) {
+        Ok(p) => p,
+        Err(error) => {
+            tracing::warn!(%sink, items = batch.items, %error, "dropping a batch: cannot encode it");
+            queue.dropped(&batch, reason::ENCODE, error);
+            return;
+        }
+    };
+    let started = Instant::now();
+    let mut backoff = Backoff::new(retry, rng);
+    loop {
+        match transport.send(&batch, &payload).await {
+            Outcome::Sent { rejected, message } => {
+                if rejected > 0 {
+                    tracing::warn!(%sink, rejected, %message, "the receiver rejected part of a batch");
+                    queue.note_error(format!("partial success: {rejected} rejected: {message}"));
                 }
-                Outcome::Taken { dropped } => {
-                    queue.taken(&batch, &dropped);
-                    break;
-                }
-                Outcome::Permanent(error) => {
-                    tracing::warn!(%sink, items = batch.items, %error, "dropping a batch: not retryable");
-                    queue.dropped(&batch, reason::PERMANENT_ERROR, error);
-                    break;
-                }
-                Outcome::Retry { error, after } => match backoff.next(started.elapsed(), after) {
-                    Some(wait) => {
-                        tracing::debug!(%sink, ?wait, %error, "retrying a batch");
-                        queue.retrying(error);
-                        tokio::time::sleep(wait).await;
-                    }
-                    None => {
-                        tracing::warn!(
-                            %sink,
-                            items = batch.items,
-                            elapsed = ?started.elapsed(),
-                            %error,
-                            "dropping a batch: retries exhausted"
-                        );
-                        queue.dropped(&batch, reason::RETRIES_EXHAUSTED, error);
-                        break;
-                    }
-                },
+                queue.sent(&batch, rejected);
+                return;
             }
+            Outcome::Taken { dropped } => {
+                queue.taken(&batch, &dropped);
+                return;
+            }
+            Outcome::Permanent(error) => {
+                tracing::warn!(%sink, items = batch.items, %error, "dropping a batch: not retryable");
+                queue.dropped(&batch, reason::PERMANENT_ERROR, error);
+                return;
+            }
+            Outcome::Retry { error, after } => match backoff.next(started.elapsed(), after) {
+                Some(wait) => {
+                    tracing::debug!(%sink, ?wait, %error, "retrying a batch");
+                    queue.retrying(error);
+                    tokio::time::sleep(wait).await;
+                }
+                None => {
+                    tracing::warn!(
+                        %sink,
+                        items = batch.items,
+                        elapsed = ?started.elapsed(),
+                        %error,
+                        "dropping a batch: retries exhausted"
+                    );
+                    queue.dropped(&batch, reason::RETRIES_EXHAUSTED, error);
+                    return;
+                }
+            },
         }
     }
 }
@@ -122,28 +157,31 @@ impl SinkSet {
         let _guard = rt.enter();
         let mut built = Vec::with_capacity(configs.len());
         for config in &configs {
-            let retry = match config {
-                SinkConfig::Otlp(c) => c.retry.clone(),
+            let (retry, max_inflight) = match config {
+                SinkConfig::Otlp(c) => (c.retry.clone(), c.max_inflight),
                 // A write error is not a collector's backpressure: no retry.
-                SinkConfig::Stdout | SinkConfig::File(_) | SinkConfig::Statsd(_) => RetryConfig {
-                    enabled: false,
-                    ..RetryConfig::default()
-                },
-                // Taking a batch in has no failure worth retrying.
-                SinkConfig::Prometheus(_) => RetryConfig {
-                    enabled: false,
-                    ..RetryConfig::default()
-                },
+                // Lines are written in order, one at a time; DogStatsD and Prometheus take
+                // batches in order too. None has a failure worth retrying.
+                SinkConfig::Stdout
+                | SinkConfig::File(_)
+                | SinkConfig::Statsd(_)
+                | SinkConfig::Prometheus(_) => (
+                    RetryConfig {
+                        enabled: false,
+                        ..RetryConfig::default()
+                    },
+                    1,
+                ),
             };
             retry.validate().map_err(|reason| SinkError::InvalidRetry {
                 sink: config.name(),
                 reason,
             })?;
-            built.push((config.name(), Transport::new(config)?, retry));
+            built.push((config.name(), Transport::new(config)?, retry, max_inflight));
         }
         let mut queues = Vec::with_capacity(built.len());
         let mut dirs: Vec<String> = Vec::new();
-        for (name, _, _) in &built {
+        for (name, _, _, _) in &built {
             let Some(disk) = disk else {
                 queues.push(SinkQueue::new(name.clone(), queue_bytes));
                 continue;
@@ -164,10 +202,18 @@ impl SinkSet {
         let sinks = built
             .into_iter()
             .zip(queues)
-            .map(|((_, transport, retry), queue)| {
+            .map(|((_, transport, retry, max_inflight), queue)| {
+                // A queue on disk acknowledges its batches in order: one in flight.
+                let max_inflight = if queue.is_on_disk() { 1 } else { max_inflight };
                 let queue = Arc::new(queue);
                 let rng = Rng::seeded(seeds.next_u64());
-                let worker = rt.spawn(work(Arc::clone(&queue), transport, retry, rng));
+                let worker = rt.spawn(work(
+                    Arc::clone(&queue),
+                    transport,
+                    retry,
+                    rng,
+                    max_inflight,
+                ));
                 Running { queue, worker }
             })
             .collect();

@@ -127,8 +127,7 @@ impl Transport {
     pub(crate) fn encode(&self, batch: &Batch) -> Result<Bytes, String> {
         match self {
             Self::Http(h) => h.encode(batch),
-            // tonic compresses, if asked to, as it frames the message.
-            Self::Grpc(_) => Ok(Bytes::copy_from_slice(batch.protobuf())),
+            Self::Grpc(g) => g.encode(batch),
             Self::Lines(_) => lines::LineSink::encode(batch).map(Bytes::from),
             Self::Statsd(s) => s.encode(batch),
             // It reads the batch's request itself.

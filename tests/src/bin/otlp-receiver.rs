@@ -31,6 +31,10 @@ struct Args {
     /// `{"metrics": [...], "traces": [...], "logs": [...]}`.
     #[arg(long, value_name = "FILE")]
     dump: Option<PathBuf>,
+    /// Keep no request once its line is printed (memory stays flat on long, heavy runs);
+    /// the totals then count nothing, and --dump writes nothing.
+    #[arg(long)]
+    forget: bool,
 }
 
 fn address(flag: &str, value: &str) -> anyhow::Result<Option<SocketAddr>> {
@@ -71,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         .http(http)
         .grpc(grpc)
         .on_request(|r| println!("{}", summary(r)))
+        .keep(!args.forget)
         .start()
         .await
         .context("cannot listen")?;
