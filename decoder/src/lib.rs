@@ -52,7 +52,8 @@ mod sink;
 
 pub use batch::{Batch, BatchConfig, Incoming};
 pub use capture::{
-    PerfDataDecoded, PerfDataError, PerfDataEvent, PerfDataReader, PerfDataStats, decode_perf_data,
+    PerfDataDecoded, PerfDataError, PerfDataEvent, PerfDataReader, PerfDataStats, ReadProgress,
+    decode_perf_data,
 };
 #[cfg(feature = "testing")]
 pub use daemon::MemorySource;

@@ -1,7 +1,7 @@
 //! `ue-decoder`: reads OTLP from user_events tracepoints through perf and forwards it to an
 //! OpenTelemetry collector; decodes `perf record` captures; checks the host.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -550,15 +550,21 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     };
     let sinks = args.sinks.configs(true)?;
     let mut reader = PerfDataReader::open(&args.capture, &names)?;
+    let progress = std::io::stderr()
+        .is_terminal()
+        .then(|| ProgressBar::start(reader.progress()));
     if sinks == [SinkConfig::Stdout] {
         // One line per recorded event, in file order: what the capture holds, unbatched.
         let mut out = std::io::stdout().lock();
         while let Some(event) = reader.next_event()? {
             writeln!(out, "{}", ue_decoder::otlp_json_line(&event.request))?;
         }
+        drop(progress);
     } else {
         let forward = args.sinks.forward(sinks, args.shutdown_secs);
-        for sink in runtime()?.block_on(ue_decoder::forward_capture(&mut reader, &forward))? {
+        let sinks = runtime()?.block_on(ue_decoder::forward_capture(&mut reader, &forward))?;
+        drop(progress);
+        for sink in sinks {
             eprintln!("ue-decoder: {sink}");
         }
     }
@@ -571,6 +577,48 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar of the capture read so far, on stderr, drawn by a thread of its own
+/// while `decode` runs; only on a terminal, so pipes and logs get none of it.
+struct ProgressBar {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressBar {
+    fn start(progress: ue_decoder::ReadProgress) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let stop = std::sync::Arc::clone(&done);
+        let thread = std::thread::spawn(move || {
+            let bar = indicatif::ProgressBar::new(progress.total());
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            while !stop.load(Ordering::Acquire) {
+                bar.set_position(progress.read());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        });
+        Self {
+            done,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ProgressBar {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,10 +11,12 @@ use ue_decoder::{PerfDataReader, Signal, TracepointNames};
 #[test]
 fn a_capture_is_forwarded_over_otlp_http_with_every_item() {
     let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/examples.perf.data");
-    let reader = PerfDataReader::open(&fixture, &TracepointNames::default()).unwrap();
+    let mut reader = PerfDataReader::open(&fixture, &TracepointNames::default()).unwrap();
+    let progress = reader.progress();
+    let total = std::fs::metadata(&fixture).unwrap().len();
+    assert_eq!(progress.total(), total);
     let (mut points, mut spans) = (0, 0);
-    for event in reader {
-        let event = event.unwrap();
+    while let Some(event) = reader.next_event().unwrap() {
         match event.request.signal() {
             Signal::Metrics => points += event.request.items(),
             Signal::Traces => spans += event.request.items(),
@@ -22,6 +24,12 @@ fn a_capture_is_forwarded_over_otlp_http_with_every_item() {
         }
     }
     assert!(points > 0 && spans > 0);
+    // Read through the data section, which ends before the file's trailing sections.
+    assert!(
+        progress.read() > total / 2 && progress.read() <= total,
+        "{} of {total}",
+        progress.read()
+    );
 
     let rt = tests::runtime();
     let receiver = rt.block_on(Receiver::start()).unwrap();
@@ -42,6 +50,12 @@ fn a_capture_is_forwarded_over_otlp_http_with_every_item() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.stdout.is_empty(), "forwarding prints no OTLP on stdout");
+    // Not a terminal: no progress bar, only the summary lines.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.lines().all(|l| l.starts_with("ue-decoder: ")) && !stderr.contains('\r'),
+        "{stderr}"
+    );
     let arrived = rt.block_on(receiver.wait_until(Duration::from_secs(10), |_| true));
     assert!(arrived);
     assert_eq!(receiver.accepted_items(Signal::Metrics), points);

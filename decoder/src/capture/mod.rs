@@ -12,5 +12,6 @@ mod records;
 
 pub(crate) use reader::Next;
 pub use reader::{
-    PerfDataDecoded, PerfDataError, PerfDataEvent, PerfDataReader, PerfDataStats, decode_perf_data,
+    PerfDataDecoded, PerfDataError, PerfDataEvent, PerfDataReader, PerfDataStats, ReadProgress,
+    decode_perf_data,
 };

@@ -25,6 +25,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use linux_perf_data::PerfFileReader;
 use linux_perf_data::linux_perf_event_reader::{
@@ -283,6 +285,49 @@ pub struct PerfDataReader {
     stats: PerfDataStats,
     decoded: u64,
     done: bool,
+    /// How far into the file reading has got, for a progress display.
+    progress: ReadProgress,
+}
+
+/// How much of a capture has been read: a cheap handle another thread can poll.
+#[derive(Clone, Debug, Default)]
+pub struct ReadProgress {
+    read: Arc<AtomicU64>,
+    total: u64,
+}
+
+impl ReadProgress {
+    /// Bytes of the file read so far.
+    pub fn read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
+    /// The file's size.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}
+
+/// A source that counts how far into it reading has got.
+struct Counting<S> {
+    inner: S,
+    at: Arc<AtomicU64>,
+}
+
+impl<S: Read> Read for Counting<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.at.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl<S: Seek> Seek for Counting<S> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let at = self.inner.seek(pos)?;
+        self.at.store(at, Ordering::Relaxed);
+        Ok(at)
+    }
 }
 
 impl std::fmt::Debug for PerfDataReader {
@@ -317,12 +362,25 @@ impl PerfDataReader {
         Self::from_source(io::Cursor::new(bytes), len, path, names)
     }
 
+    /// How far reading has got, for a progress display on another thread.
+    pub fn progress(&self) -> ReadProgress {
+        self.progress.clone()
+    }
+
     fn from_source<S: Read + Seek + Send + 'static>(
-        mut source: S,
+        source: S,
         len: u64,
         path: &Path,
         names: &TracepointNames,
     ) -> Result<Self, PerfDataError> {
+        let progress = ReadProgress {
+            read: Arc::new(AtomicU64::new(0)),
+            total: len,
+        };
+        let mut source = Counting {
+            inner: source,
+            at: Arc::clone(&progress.read),
+        };
         let data = check::check_file(&mut source, len, path, names)?;
         source
             .seek(SeekFrom::Start(0))
@@ -375,6 +433,7 @@ impl PerfDataReader {
             stats: PerfDataStats::default(),
             decoded: 0,
             done: false,
+            progress,
         })
     }
 
