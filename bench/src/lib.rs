@@ -37,7 +37,7 @@ pub use variant::{
     UPSTREAM_TRACE_PROVIDER, UPSTREAM_TRACE_TRACEPOINT, VARIANTS, Variant, Written, variant,
     variant_names,
 };
-pub use workload::{Kind, Measurement, Plan, Workload, measure, thousands};
+pub use workload::{Kind, Measurement, Plan, Workload, measure, span_round, thousands};
 
 /// Path of the LD_PRELOAD stand-in this build made (empty off Linux).
 pub const PRELOAD: &str = env!("UE_BENCH_PRELOAD");

@@ -210,8 +210,8 @@ fn stats_delta(before: Option<PreloadStats>, after: Option<PreloadStats>) -> Opt
 }
 
 /// One round of the span workload through `tracer`: `n` server spans of 6 attributes and
-/// 1 event each.
-fn span_round<T: Tracer + 'static>(tracer: T, n: usize) -> Box<dyn FnMut(usize)> {
+/// 1 event each (the decoder's bench makes its span events with it too).
+pub fn span_round<T: Tracer + 'static>(tracer: T, n: usize) -> Box<dyn FnMut(usize)> {
     Box::new(move |_| {
         for i in 0..n {
             let mut span = tracer

@@ -22,7 +22,7 @@ use clap::Parser;
 use opentelemetry::KeyValue;
 use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::metrics::MeterProvider as _;
-use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{BatchLogProcessor, SdkLoggerProvider};
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
@@ -125,30 +125,9 @@ fn events(signal: Signal) -> Result<(Vec<Vec<u8>>, u64)> {
                 .with_resource(resource)
                 .with_span_processor(processor)
                 .build();
-            let tracer = provider.tracer("bench");
-            let n = 10_000;
-            for i in 0..n {
-                let mut span = tracer
-                    .span_builder("GET /api/users/{id}")
-                    .with_kind(SpanKind::Server)
-                    .with_attributes([
-                        KeyValue::new("http.request.method", "GET"),
-                        KeyValue::new("http.route", "/api/users/{id}"),
-                        KeyValue::new("http.response.status_code", 200),
-                        KeyValue::new("server.address", "api.example.com"),
-                        KeyValue::new("user.id", (i % 1000) as i64),
-                        KeyValue::new("cache.hit", i % 3 == 0),
-                    ])
-                    .start(&tracer);
-                span.add_event(
-                    "db.query",
-                    vec![KeyValue::new(
-                        "db.statement",
-                        "SELECT * FROM users WHERE id = ?",
-                    )],
-                );
-                span.end();
-            }
+            let n: u64 = 10_000;
+            // The exporter benchmark's span workload, once.
+            ue_bench::span_round(provider.tracer("bench"), n as usize)(0);
             provider.force_flush()?;
             provider.shutdown()?;
             n
