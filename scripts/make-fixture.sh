@@ -7,14 +7,14 @@
 #                                         second `perf record -z` (zstd-compressed records)
 #   tests/fixtures/examples.expected.txt  the stats line each example printed: what it wrote
 #   tests/fixtures/examples.json          the golden OTLP/JSON lines the capture decodes to
-#                                         (UE_BLESS=1 cargo test -p tests --test perf_data)
+#                                         (cargo run -p tests --bin bless-golden examples logs)
 #   tests/fixtures/lossy.perf.data        metrics 2 300 and spans 5 captured with a 4 KiB
 #   tests/fixtures/lossy.expected.txt     ring: the spans arrive, every metrics event is
 #                                         lost, and the file's loss records say so
 #   tests/fixtures/logs.perf.data         what `perf record -e user_events:otlp_logs`
 #   tests/fixtures/logs.expected.txt      captured while the logs example ran (logs 12),
 #                                         and the stats line it printed
-#   tests/fixtures/logs.json              its golden OTLP/JSON lines (UE_BLESS=1, as above)
+#   tests/fixtures/logs.json              its golden OTLP/JSON lines (bless-golden, as above)
 #   tests/fixtures/eventheader.perf.data  what `perf record` captured of the upstream
 #   tests/fixtures/eventheader.expected.txt  EventHeader crates' events (eh-writer: fixed
 #                                         content, tests/src/eventheader.rs), and the line
@@ -247,7 +247,7 @@ for attempt in 1 2 3; do
     log "capturing in the VM (attempt $attempt)"
     "$here/vm.sh" --cpus 1 --rw "$fixtures" -- "$here/make-fixture.sh" --in-vm
     log "regenerating the golden file, checking the capture"
-    UE_BLESS=1 cargo test -q -p tests --test perf_data >/dev/null 2>&1 || true
+    cargo run -q -p tests --bin bless-golden examples logs
     # The EventHeader golden file depends only on eh-writer's fixed content: not blessed
     # here, so a recapture is checked against it.
     if cargo test -q -p tests --test perf_data --test eventheader >"$check_log" 2>&1; then

@@ -290,3 +290,14 @@ pub fn int_sum_total(events: &[Vec<u8>]) -> i64 {
         })
         .sum()
 }
+
+/// A capture's golden text: each decoded event as one OTLP/JSON line, in file order, as
+/// `tests/fixtures/*.json` hold them (written by `cargo run -p tests --bin bless-golden`).
+pub fn golden_json(capture: &std::path::Path) -> String {
+    ue_decoder::decode_perf_data(capture, &ue_decoder::TracepointNames::default())
+        .unwrap_or_else(|e| panic!("{} decodes: {e}", capture.display()))
+        .events
+        .iter()
+        .map(|e| ue_decoder::otlp_json_line(&e.request) + "\n")
+        .collect()
+}

@@ -10,7 +10,7 @@
 //! `tests/fixtures/eventheader.json` is regenerated with
 //!
 //! ```text
-//! UE_BLESS=1 cargo test -p tests --test eventheader
+//! cargo run -p tests --bin bless-golden eventheader
 //! ```
 
 use std::collections::BTreeMap;
@@ -27,9 +27,7 @@ use ue_decoder::proto::logs::v1::LogRecord;
 use ue_decoder::proto::resource::v1::Resource;
 use ue_decoder::proto::trace::v1::span::Link;
 use ue_decoder::proto::trace::v1::{Span, Status};
-use ue_decoder::{
-    PerfDataDecoded, Request, Signal, TracepointNames, decode_perf_data, otlp_json_line,
-};
+use ue_decoder::{PerfDataDecoded, Request, Signal, TracepointNames, decode_perf_data};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -335,16 +333,10 @@ fn the_capture_is_complete_and_nothing_is_unmapped() {
 
 #[test]
 fn fixture_decodes_to_the_golden_json() {
-    let actual: String = decode_fixture()
-        .events
-        .iter()
-        .map(|e| otlp_json_line(&e.request) + "\n")
-        .collect();
-    if std::env::var_os("UE_BLESS").is_some_and(|v| v == "1") {
-        std::fs::write(GOLDEN, &actual).unwrap();
-    }
-    let golden = std::fs::read_to_string(GOLDEN)
-        .expect("tests/fixtures/eventheader.json missing: run with UE_BLESS=1 to create it");
+    let actual = tests::otlp::golden_json(Path::new(FIXTURE));
+    let golden = std::fs::read_to_string(GOLDEN).expect(
+        "tests/fixtures/eventheader.json missing: `cargo run -p tests --bin bless-golden eventheader`",
+    );
     assert_eq!(actual, golden);
 }
 

@@ -14,7 +14,7 @@
 //! event. After a change of the fixture or of the JSON format, regenerate it with
 //!
 //! ```text
-//! UE_BLESS=1 cargo test -p tests --test perf_data
+//! cargo run -p tests --bin bless-golden examples logs
 //! ```
 //!
 //! (`scripts/make-fixture.sh` does that after a new capture) and review the diff.
@@ -85,13 +85,10 @@ fn expected_stats(file: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
 
 #[test]
 fn fixture_decodes_to_the_golden_json() {
-    let actual = json_lines(&decode_fixture());
-    if std::env::var_os("UE_BLESS").is_some_and(|v| v == "1") {
-        std::fs::write(GOLDEN, &actual).unwrap();
-        return;
-    }
-    let golden = std::fs::read_to_string(GOLDEN)
-        .expect("tests/fixtures/examples.json missing: run with UE_BLESS=1 to create it");
+    let actual = tests::otlp::golden_json(Path::new(FIXTURE));
+    let golden = std::fs::read_to_string(GOLDEN).expect(
+        "tests/fixtures/examples.json missing: `cargo run -p tests --bin bless-golden examples`",
+    );
     // Compare line by line first, so a failure shows the first differing request.
     for (i, (a, g)) in actual.lines().zip(golden.lines()).enumerate() {
         assert_eq!(a, g, "line {} of {GOLDEN} differs", i + 1);
@@ -104,15 +101,9 @@ const LOGS_GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/logs.js
 
 #[test]
 fn the_logs_capture_decodes_to_its_golden_json() {
-    let decoded =
-        decode_perf_data(Path::new(LOGS), &TracepointNames::default()).expect("fixture decodes");
-    let actual = json_lines(&decoded);
-    if std::env::var_os("UE_BLESS").is_some_and(|v| v == "1") {
-        std::fs::write(LOGS_GOLDEN, &actual).unwrap();
-        return;
-    }
+    let actual = tests::otlp::golden_json(Path::new(LOGS));
     let golden = std::fs::read_to_string(LOGS_GOLDEN)
-        .expect("tests/fixtures/logs.json missing: run with UE_BLESS=1 to create it");
+        .expect("tests/fixtures/logs.json missing: `cargo run -p tests --bin bless-golden logs`");
     assert!(!golden.is_empty() && golden.contains(r#""signal":"logs""#));
     assert_eq!(actual, golden, "{LOGS_GOLDEN}");
 }
