@@ -70,6 +70,32 @@ pub(crate) fn fixed64_always(buf: &mut Vec<u8>, field: u32, value: u64) {
     buf.extend_from_slice(&value.to_le_bytes());
 }
 
+/// Consecutive `fixed64`/`double` fields with one-byte keys (field numbers below 16), each
+/// `(field, value, present)`, written with one capacity check: a data point's timestamps,
+/// count, sum, min and max. An absent field writes nothing; callers pass `value != 0` as
+/// `present` for fields omitted when zero.
+#[inline(always)]
+pub(crate) fn fixed64_run<const N: usize>(buf: &mut Vec<u8>, fields: [(u32, u64, bool); N]) {
+    buf.reserve(9 * N);
+    let len = buf.len();
+    let spare = buf.spare_capacity_mut();
+    let mut at = 0;
+    for (field, value, present) in fields {
+        debug_assert!(field < 16, "one-byte keys");
+        // Written whether present or not (the next field overwrites it), so that the loop
+        // has no branch.
+        let slot = &mut spare[at..at + 9];
+        slot[0] = MaybeUninit::new((field << 3 | FIXED64) as u8);
+        for (dst, b) in slot[1..].iter_mut().zip(value.to_le_bytes()) {
+            *dst = MaybeUninit::new(b);
+        }
+        at += 9 * usize::from(present);
+    }
+    // SAFETY: `9 * N` bytes after `len` were reserved, and the first `at` of them (at most
+    // `9 * N`) were written by the loop.
+    unsafe { buf.set_len(len + at) };
+}
+
 /// A `double` field written even when zero (a oneof member or an `optional` field).
 #[inline]
 pub(crate) fn double_always(buf: &mut Vec<u8>, field: u32, value: f64) {
@@ -226,17 +252,61 @@ pub(crate) fn concat<const N: usize>(buf: &mut Vec<u8>, parts: [&[u8]; N]) {
     unsafe { buf.set_len(len + total) };
 }
 
+/// Appends `head[..head_len]`, `a`, `mid[..mid_len]` and `b` to `buf` with one capacity
+/// check and no bounds check per part: an attribute is a key and length header, its key,
+/// the value's key and length, and the value, and for these [`concat`]'s generic loop over
+/// the parts costs more than the bytes themselves. `head_len` and `mid_len` are at most 4.
+#[inline(always)]
+pub(crate) fn concat_framed(
+    buf: &mut Vec<u8>,
+    (head, head_len): ([u8; 4], usize),
+    a: &[u8],
+    (mid, mid_len): ([u8; 4], usize),
+    b: &[u8],
+) {
+    assert!(head_len <= 4 && mid_len <= 4);
+    let total = head_len + a.len() + mid_len + b.len();
+    // Four bytes of slack: `head` and `mid` are stored whole, the bytes past their lengths
+    // being overwritten by what follows them (or left beyond the new length).
+    buf.reserve(total + 4);
+    let len = buf.len();
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `spare` holds at least `total + 4` bytes. Each store starts at the sum of
+    // the lengths before it, so the 4-byte stores end at most 4 bytes past `total`, and the
+    // copies of `a` and `b` end within `total`; `a` and `b` are borrowed, so they do not
+    // overlap `buf`'s spare capacity. Every byte of the first `total` is written.
+    unsafe {
+        let d = spare.as_mut_ptr().cast::<u8>();
+        d.cast::<[u8; 4]>().write_unaligned(head);
+        let d = d.add(head_len);
+        copy_short_raw(d, a);
+        let d = d.add(a.len());
+        d.cast::<[u8; 4]>().write_unaligned(mid);
+        copy_short_raw(d.add(mid_len), b);
+        buf.set_len(len + total);
+    }
+}
+
 /// Copies `src` into `dst` (of the same length); short slices, the common case, inline in
 /// two overlapping moves rather than through a call to `memcpy`.
 #[inline(always)]
 fn copy_short(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
-    let n = src.len();
-    assert_eq!(dst.len(), n);
-    let (d, s) = (dst.as_mut_ptr().cast::<u8>(), src.as_ptr());
-    // SAFETY: in every branch, `d` and `s` are valid for `n` bytes (the lengths are equal,
-    // checked above), `src` is borrowed and so does not overlap `dst`, and each copy stays
-    // within the first `n` bytes since its width `k` is at most `n` and it starts at 0 or
-    // at `n - k`.
+    assert_eq!(dst.len(), src.len());
+    // SAFETY: `dst` is valid for `src.len()` bytes (checked above).
+    unsafe { copy_short_raw(dst.as_mut_ptr().cast::<u8>(), src) }
+}
+
+/// [`copy_short`] to a raw destination.
+///
+/// # Safety
+/// `d` must be valid for writes of `src.len()` bytes and not overlap `src`.
+#[inline(always)]
+unsafe fn copy_short_raw(d: *mut u8, src: &[u8]) {
+    let (n, s) = (src.len(), src.as_ptr());
+    // SAFETY: in every branch, `d` and `s` are valid for `n` bytes (the caller's promise
+    // and a borrowed slice), they do not overlap (the caller's promise), and each copy
+    // stays within the first `n` bytes since its width `k` is at most `n` and it starts at
+    // 0 or at `n - k`.
     unsafe {
         match n {
             0 => {}

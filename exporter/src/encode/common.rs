@@ -6,7 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 
-use crate::protobuf::{bytes, bytes_always, concat, double_always, message, varint_always};
+use crate::protobuf::{
+    bytes, bytes_always, concat_framed, double_always, message, varint_always,
+};
 
 /// Nanoseconds since the Unix epoch; 0 before it, and modulo 2^64 after 2554, as the OTLP
 /// transform does (in u64 arithmetic rather than its u128).
@@ -22,9 +24,9 @@ pub(crate) fn nanos(time: SystemTime) -> u64 {
 /// A `KeyValue` as field `field` (below 16) of the enclosing message.
 ///
 /// Attributes are most of what an item holds. Scalar and string values with a key and value
-/// short enough that every length is one byte (nearly all) are written in one [`concat`]
-/// of the key, the value and five or six prefix bytes; the rest go through [`message`]'s
-/// length fix-up.
+/// short enough that every length is one byte (nearly all) are written in one
+/// [`concat_framed`] of four header bytes, the key, the value's three or four header bytes
+/// and the value; the rest go through [`message`]'s length fix-up.
 #[inline]
 pub(crate) fn key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
     debug_assert!(field < 16, "one-byte keys");
@@ -33,47 +35,30 @@ pub(crate) fn key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value)
     if !key.is_empty() && key.len() <= 112 {
         let room = 112 - key.len();
         let mut varint = [0u8; 10];
-        // The AnyValue's field key (and the string's length), then its payload.
-        let (head, payload): ([u8; 4], &[u8]) = match value {
+        // The AnyValue's field key and length, the value's key (and the string's length),
+        // then its payload.
+        let (mid, mid_len, payload): ([u8; 4], usize, &[u8]) = match value {
             Value::String(v) if v.as_str().len() <= room => {
                 let v = v.as_str().as_bytes();
-                ([0x12, 2 + v.len() as u8, 1 << 3 | 2, v.len() as u8], v)
+                ([0x12, 2 + v.len() as u8, 1 << 3 | 2, v.len() as u8], 4, v)
             }
             Value::I64(v) => {
                 let n = varint_into(&mut varint, *v as u64);
-                ([0x12, 1 + n as u8, 3 << 3, 0], &varint[..n])
+                ([0x12, 1 + n as u8, 3 << 3, 0], 3, &varint[..n])
             }
             Value::Bool(v) => {
                 varint[0] = u8::from(*v);
-                ([0x12, 2, 2 << 3, 0], &varint[..1])
+                ([0x12, 2, 2 << 3, 0], 3, &varint[..1])
             }
             Value::F64(v) => {
                 varint[..8].copy_from_slice(&v.to_le_bytes());
-                ([0x12, 9, 4 << 3 | 1, 0], &varint[..8])
+                ([0x12, 9, 4 << 3 | 1, 0], 3, &varint[..8])
             }
             _ => return key_value_slow(buf, field, key, value),
         };
-        // Only a string value has a length byte in the head.
-        let head = &head[..if matches!(value, Value::String(_)) {
-            4
-        } else {
-            3
-        }];
-        let body = 2 + key.len() + head.len() + payload.len();
-        concat(
-            buf,
-            [
-                &[
-                    (field << 3 | 2) as u8,
-                    body as u8,
-                    1 << 3 | 2,
-                    key.len() as u8,
-                ],
-                key,
-                head,
-                payload,
-            ],
-        );
+        let body = 2 + key.len() + mid_len + payload.len();
+        let head = [(field << 3 | 2) as u8, body as u8, 1 << 3 | 2, key.len() as u8];
+        concat_framed(buf, (head, 4), key, (mid, mid_len), payload);
         return;
     }
     key_value_slow(buf, field, key, value);

@@ -12,7 +12,7 @@ use super::common::{attributes, nanos, resource, scope};
 use super::{Oversize, level};
 use crate::pack::Packer;
 use crate::protobuf::{
-    bytes, double, double_always, fixed64, fixed64_always, message, packed_fixed64, packed_varint,
+    bytes, double, double_always, fixed64, fixed64_run, message, packed_fixed64, packed_varint,
     sint32, varint,
 };
 
@@ -29,16 +29,16 @@ const DATA_POINTS: u32 = 1;
 
 /// A number type the SDK aggregates, as OTLP carries it.
 trait Number: Copy {
-    /// Writes the value as the `as_double` (field `double_field`) or `as_int` member of a
-    /// point's or exemplar's value oneof.
-    fn value(self, buf: &mut Vec<u8>, double_field: u32, int_field: u32);
+    /// The `as_double` (field `double_field`) or `as_int` member of a point's or exemplar's
+    /// value oneof that carries the value, and its 8 bytes.
+    fn value(self, double_field: u32, int_field: u32) -> (u32, u64);
     fn into_f64(self) -> f64;
 }
 
 impl Number for f64 {
     #[inline]
-    fn value(self, buf: &mut Vec<u8>, double_field: u32, _: u32) {
-        double_always(buf, double_field, self);
+    fn value(self, double_field: u32, _: u32) -> (u32, u64) {
+        (double_field, self.to_bits())
     }
     fn into_f64(self) -> f64 {
         self
@@ -47,8 +47,8 @@ impl Number for f64 {
 
 impl Number for i64 {
     #[inline]
-    fn value(self, buf: &mut Vec<u8>, _: u32, int_field: u32) {
-        fixed64_always(buf, int_field, self as u64);
+    fn value(self, _: u32, int_field: u32) -> (u32, u64) {
+        (int_field, self as u64)
     }
     fn into_f64(self) -> f64 {
         self as f64
@@ -57,13 +57,9 @@ impl Number for i64 {
 
 impl Number for u64 {
     #[inline]
-    fn value(self, buf: &mut Vec<u8>, _: u32, int_field: u32) {
+    fn value(self, _: u32, int_field: u32) -> (u32, u64) {
         // As the OTLP transform does: a u64 beyond i64::MAX has no int64 form and becomes 0.
-        fixed64_always(
-            buf,
-            int_field,
-            i64::try_from(self).unwrap_or_default() as u64,
-        );
+        (int_field, i64::try_from(self).unwrap_or_default() as u64)
     }
     fn into_f64(self) -> f64 {
         self as f64
@@ -195,9 +191,11 @@ fn number_point<'a, T: Number + 'a>(
     exemplars: impl Iterator<Item = &'a Exemplar<T>>,
     attrs: impl Iterator<Item = &'a opentelemetry::KeyValue>,
 ) {
-    fixed64(buf, 2, start);
-    fixed64(buf, 3, time);
-    value.value(buf, 4, 6);
+    let (field, bits) = value.value(4, 6);
+    fixed64_run(
+        buf,
+        [(2, start, start != 0), (3, time, time != 0), (field, bits, true)],
+    );
     for ex in exemplars {
         exemplar(buf, 5, ex);
     }
@@ -211,22 +209,30 @@ fn histogram_point<T: Number>(
     time: u64,
     dp: &HistogramDataPoint<T>,
 ) {
-    fixed64(buf, 2, start);
-    fixed64(buf, 3, time);
-    fixed64(buf, 4, dp.count());
-    double_always(buf, 5, dp.sum().into_f64());
+    let count = dp.count();
+    fixed64_run(
+        buf,
+        [
+            (2, start, start != 0),
+            (3, time, time != 0),
+            (4, count, count != 0),
+            (5, dp.sum().into_f64().to_bits(), true),
+        ],
+    );
     packed_fixed64(buf, 6, dp.bucket_counts());
     packed_fixed64(buf, 7, dp.bounds().map(f64::to_bits));
     for ex in dp.exemplars() {
         exemplar(buf, 8, ex);
     }
     attributes(buf, 9, dp.attributes());
-    if let Some(min) = dp.min() {
-        double_always(buf, 11, min.into_f64());
-    }
-    if let Some(max) = dp.max() {
-        double_always(buf, 12, max.into_f64());
-    }
+    let (min, max) = (dp.min(), dp.max());
+    fixed64_run(
+        buf,
+        [
+            (11, min.map_or(0, |v| v.into_f64().to_bits()), min.is_some()),
+            (12, max.map_or(0, |v| v.into_f64().to_bits()), max.is_some()),
+        ],
+    );
 }
 
 /// The body of an `ExponentialHistogramDataPoint`.
@@ -267,8 +273,9 @@ fn buckets(buf: &mut Vec<u8>, field: u32, b: &ExponentialBucket) {
 /// An `Exemplar` as field `field`.
 fn exemplar<T: Number>(buf: &mut Vec<u8>, field: u32, ex: &Exemplar<T>) {
     message(buf, field, |buf| {
-        fixed64(buf, 2, nanos(ex.time()));
-        ex.value.value(buf, 3, 6);
+        let time = nanos(ex.time());
+        let (field, bits) = ex.value.value(3, 6);
+        fixed64_run(buf, [(2, time, time != 0), (field, bits, true)]);
         bytes(buf, 4, ex.span_id());
         bytes(buf, 5, ex.trace_id());
         attributes(buf, 7, ex.filtered_attributes());
