@@ -205,6 +205,9 @@ pub(crate) struct ClickHouseSink {
     inserts: Vec<String>,
     /// Whether the tables were created (or need not be).
     ready: AtomicBool,
+    /// Held while creating them: batches in flight together create them once, and never
+    /// race one another's `CREATE`.
+    creating: tokio::sync::Mutex<()>,
 }
 
 impl fmt::Debug for ClickHouseSink {
@@ -257,6 +260,7 @@ impl ClickHouseSink {
             timeout: config.timeout,
             compression: config.compression,
             ready: AtomicBool::new(create.is_none()),
+            creating: tokio::sync::Mutex::new(()),
             create,
             inserts: TABLES
                 .iter()
@@ -294,10 +298,13 @@ impl ClickHouseSink {
     /// the parts inserted, so that the next attempt starts after them.
     pub(crate) async fn send(&self, payload: &Bytes, done: &mut usize) -> Outcome {
         if !self.ready.load(Ordering::Acquire) {
-            if let Err(outcome) = self.create_tables().await {
-                return outcome;
+            let _creating = self.creating.lock().await;
+            if !self.ready.load(Ordering::Acquire) {
+                if let Err(outcome) = self.create_tables().await {
+                    return outcome;
+                }
+                self.ready.store(true, Ordering::Release);
             }
-            self.ready.store(true, Ordering::Release);
         }
         let mut rest = payload.clone();
         let mut part = 0;
