@@ -762,3 +762,75 @@ fn a_wrong_password_drops_batches_at_once_counted() {
         "0"
     );
 }
+
+/// The spans of the committed golden OTLP/JSON of a capture: `(span id, parent span id,
+/// name)`, sorted.
+fn golden_spans(json: &Path) -> Vec<(String, String, String)> {
+    let mut spans = Vec::new();
+    for line in std::fs::read_to_string(json).unwrap().lines() {
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        for rs in line["request"]["resourceSpans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for span in ss["spans"].as_array().into_iter().flatten() {
+                    let text = |k: &str| span[k].as_str().unwrap().to_owned();
+                    spans.push((text("spanId"), text("parentSpanId"), text("name")));
+                }
+            }
+        }
+    }
+    spans.sort();
+    spans
+}
+
+#[test]
+fn the_cli_forwards_a_capture_into_clickhouse_with_a_password_file() {
+    let server = ClickHouseServer::start(free_addr());
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let password = server.dir.join("password");
+    std::fs::write(&password, format!("{PASSWORD}\n")).unwrap();
+    let out = Command::new(tests::built("ue-decoder"))
+        .arg("decode")
+        .arg(fixtures.join("examples.perf.data"))
+        .args(["--clickhouse-url", &format!("http://{}", server.addr)])
+        .args(["--clickhouse-database", "capture"])
+        .args(["--clickhouse-table-prefix", "ue"])
+        .args(["--clickhouse-user", USER])
+        .arg("--clickhouse-password-file")
+        .arg(&password)
+        .arg("--clickhouse-gzip")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "sink clickhouse http://{}: sent 2 batches, 51 items",
+            server.addr
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+    // What the golden OTLP/JSON of the capture holds: 15 spans, 30 sum, 3 gauge and 3
+    // histogram points.
+    let count = |table: &str| server.get(&format!("SELECT count() FROM capture.ue_{table}"));
+    assert_eq!(count("traces"), "15");
+    assert_eq!(count("metrics_sum"), "30");
+    assert_eq!(count("metrics_gauge"), "3");
+    assert_eq!(count("metrics_histogram"), "3");
+    assert_eq!(count("logs"), "0");
+    let rows = server.get(
+        "SELECT SpanId, ParentSpanId, SpanName FROM capture.ue_traces ORDER BY SpanId FORMAT TSV",
+    );
+    let got: Vec<(String, String, String)> = rows
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].to_owned(), f[1].to_owned(), f[2].to_owned())
+        })
+        .collect();
+    assert_eq!(got, golden_spans(&fixtures.join("examples.json")));
+}
