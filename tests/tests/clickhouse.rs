@@ -583,11 +583,11 @@ fn spans_logs_and_metric_points_become_rows_of_the_collectors_tables() {
         )
     );
     assert_eq!(
-        server.get(&format!(
+        server.get(
             "SELECT Events.Name, Events.TimestampNano, Events.AttributesKeys, Events.AttributesValues, \
              Links.TraceId, Links.SpanId, Links.TraceState, Links.AttributesValues \
              FROM telemetry.otel_traces WHERE SpanId = '7c7c7c7c7c7c7c7c'"
-        )),
+        ),
         format!(
             "['retry']\t[{}]\t[['attempt']]\t[['2']]\t['{}']\t['2222222222222222']\t['k=v']\t[['follows']]",
             T0 + 2_000,

@@ -206,10 +206,6 @@ pub(crate) fn parse_header_lines(text: &str) -> Result<Vec<(String, String)>, (u
 
 /// One sink to start.
 #[derive(Clone, Debug, PartialEq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a few made once at start; boxing OtlpConfig would only burden every caller"
-)]
 pub enum SinkConfig {
     /// OTLP over HTTP or gRPC.
     Otlp(OtlpConfig),
