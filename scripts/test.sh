@@ -20,8 +20,10 @@ count() { # LOG FIELD
 }
 
 echo "== hermetic suite (host)"
-# The Prometheus sink's test scrapes through a real Prometheus server (Debian's package).
+# The Prometheus sink's test scrapes through a real Prometheus server, the ClickHouse sink's
+# inserts into a real ClickHouse server (Debian's packages).
 scripts/install-prometheus.sh >/dev/null
+scripts/install-clickhouse.sh >/dev/null
 hermetic_rc=0
 cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$logdir/hermetic.log" || hermetic_rc=$?
 # Doc tests are not part of --all-targets.

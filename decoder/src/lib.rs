@@ -36,7 +36,7 @@
 //! | `capture` | perf.data files from `perf record` |
 //! | `decode` | event fields to OTLP requests (EventHeader's Common Schema too), and OTLP/JSON lines; pure |
 //! | `batch` | merging requests into batches; pure |
-//! | `sink` | OTLP/HTTP, OTLP/gRPC, stdout, file and a Prometheus scrape endpoint, each behind a bounded queue |
+//! | `sink` | OTLP/HTTP, OTLP/gRPC, stdout, file, DogStatsD, a Prometheus scrape endpoint and ClickHouse, each behind a bounded queue |
 //! | `exposition` | the Prometheus text format and the HTTP server both `/metrics` endpoints use |
 //! | `daemon` | `run`: the thread, tasks and shutdown around them; counters; `status` |
 
@@ -71,9 +71,9 @@ pub use kernel::{
     ReaderError, Registration, Tracefs, TracepointReader, drop_privileges,
 };
 pub use sink::{
-    Compression, DiskQueueConfig, DiskSnapshot, OtlpConfig, PemFile, PrometheusConfig, Protocol,
-    RetryConfig, SinkConfig, SinkError, SinkSet, SinkSnapshot, StatsdConfig, StatsdTarget,
-    SyncPolicy, TlsConfig, read_headers_file,
+    ClickHouseConfig, Compression, DiskQueueConfig, DiskSnapshot, OtlpConfig, PemFile,
+    PrometheusConfig, Protocol, RetryConfig, SinkConfig, SinkError, SinkSet, SinkSnapshot,
+    StatsdConfig, StatsdTarget, SyncPolicy, TlsConfig, read_headers_file,
 };
 /// The OTLP message types that [`Request`] carries.
 pub use ue_proto as proto;

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ue_decoder::{
-    AdminConfig, BatchConfig, DiskQueueConfig, ForwardConfig, OtlpConfig, PerfDataReader,
-    PerfSource, PrometheusConfig, ReaderConfig, RetryConfig, RunConfig, Signal, SinkConfig,
-    StatsdConfig, StatsdTarget, TlsConfig, TracepointNames,
+    AdminConfig, BatchConfig, ClickHouseConfig, DiskQueueConfig, ForwardConfig, OtlpConfig,
+    PerfDataReader, PerfSource, PrometheusConfig, ReaderConfig, RetryConfig, RunConfig, Signal,
+    SinkConfig, StatsdConfig, StatsdTarget, TlsConfig, TracepointNames,
 };
 use ue_wire::layout;
 
@@ -94,6 +94,36 @@ struct SinkArgs {
     /// Largest DogStatsD datagram (default: 1432 over UDP, 8192 over a Unix socket).
     #[arg(long, value_name = "BYTES")]
     statsd_max_datagram: Option<usize>,
+    /// Also insert spans, log records and metric points into ClickHouse tables through its
+    /// HTTP interface, e.g. http://127.0.0.1:8123 (tables as the README's ClickHouse section
+    /// says, created if missing). Timeout and retries as for --endpoint.
+    #[arg(long, value_name = "URL", env = "UE_CLICKHOUSE_URL")]
+    clickhouse_url: Option<String>,
+    /// The ClickHouse database of the tables (created if missing).
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    clickhouse_database: String,
+    /// The ClickHouse tables' names start with PREFIX_: otel_traces, otel_logs,
+    /// otel_metrics_sum and so on.
+    #[arg(long, default_value = "otel", value_name = "PREFIX")]
+    clickhouse_table_prefix: String,
+    /// The ClickHouse user (HTTP basic authentication; default: the server's `default`).
+    #[arg(long, env = "UE_CLICKHOUSE_USER", value_name = "NAME")]
+    clickhouse_user: Option<String>,
+    /// Read the ClickHouse user's password from the first line of FILE: keeps it out of the
+    /// command line and `ps`.
+    #[arg(long, value_name = "FILE", requires = "clickhouse_user")]
+    clickhouse_password_file: Option<PathBuf>,
+    /// Extra request header to ClickHouse (or a proxy in front of it), KEY=VALUE;
+    /// repeatable.
+    #[arg(long = "clickhouse-header", value_parser = parse_header, value_name = "KEY=VALUE")]
+    clickhouse_headers: Vec<(String, String)>,
+    /// Do not create the ClickHouse database and tables: inserts into a missing table are
+    /// retried until someone creates it.
+    #[arg(long)]
+    clickhouse_no_create: bool,
+    /// Compress ClickHouse request bodies with gzip.
+    #[arg(long)]
+    clickhouse_gzip: bool,
     /// Most bytes each sink may hold queued; what overflows is dropped and counted.
     #[arg(long, default_value_t = 64)]
     queue_mib: usize,
@@ -331,6 +361,13 @@ impl SinkArgs {
         } else {
             TlsConfig::default()
         };
+        let retry = RetryConfig {
+            enabled: self.retry_max_elapsed_secs > 0,
+            initial_interval: Duration::from_millis(self.retry_initial_ms),
+            max_interval: Duration::from_millis(self.retry_max_interval_ms),
+            max_elapsed: Duration::from_secs(self.retry_max_elapsed_secs),
+            ..RetryConfig::default()
+        };
         let mut sinks = Vec::new();
         if let Some(endpoint) = &self.endpoint {
             sinks.push(SinkConfig::Otlp(OtlpConfig {
@@ -343,15 +380,33 @@ impl SinkArgs {
                     Compression::Zstd => ue_decoder::Compression::Zstd,
                     Compression::None => ue_decoder::Compression::None,
                 },
-                retry: RetryConfig {
-                    enabled: self.retry_max_elapsed_secs > 0,
-                    initial_interval: Duration::from_millis(self.retry_initial_ms),
-                    max_interval: Duration::from_millis(self.retry_max_interval_ms),
-                    max_elapsed: Duration::from_secs(self.retry_max_elapsed_secs),
-                    ..RetryConfig::default()
-                },
+                retry: retry.clone(),
                 tls,
                 max_inflight: usize::from(self.max_inflight),
+            }));
+        }
+        if let Some(url) = &self.clickhouse_url {
+            let password = self
+                .clickhouse_password_file
+                .as_deref()
+                .map(ClickHouseConfig::read_password)
+                .transpose()?;
+            sinks.push(SinkConfig::ClickHouse(ClickHouseConfig {
+                url: url.clone(),
+                database: self.clickhouse_database.clone(),
+                table_prefix: self.clickhouse_table_prefix.clone(),
+                user: self.clickhouse_user.clone(),
+                password,
+                headers: self.clickhouse_headers.clone(),
+                create_tables: !self.clickhouse_no_create,
+                timeout: Duration::from_millis(self.timeout_ms),
+                compression: if self.clickhouse_gzip {
+                    ue_decoder::Compression::Gzip
+                } else {
+                    ue_decoder::Compression::None
+                },
+                retry,
+                ..ClickHouseConfig::default()
             }));
         }
         let statsd = match (&self.statsd_addr, &self.statsd_socket) {
@@ -470,7 +525,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if sinks.is_empty() {
         anyhow::bail!(
-            "nowhere to send: give --endpoint URL (or OTEL_EXPORTER_OTLP_ENDPOINT), --stdout, --file or --prometheus-addr"
+            "nowhere to send: give --endpoint URL (or OTEL_EXPORTER_OTLP_ENDPOINT), --stdout, --file, --statsd-addr, --prometheus-addr or --clickhouse-url"
         );
     }
     for sink in &sinks {

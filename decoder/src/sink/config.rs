@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::statsd::StatsdConfig;
-use super::{PrometheusConfig, RetryConfig};
+use super::{ClickHouseConfig, PrometheusConfig, RetryConfig};
 
 /// The transport of an OTLP sink.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -206,10 +206,6 @@ pub(crate) fn parse_header_lines(text: &str) -> Result<Vec<(String, String)>, (u
 
 /// One sink to start.
 #[derive(Clone, Debug, PartialEq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a few made once at start; boxing OtlpConfig would only burden every caller"
-)]
 pub enum SinkConfig {
     /// OTLP over HTTP or gRPC.
     Otlp(OtlpConfig),
@@ -221,6 +217,8 @@ pub enum SinkConfig {
     Statsd(StatsdConfig),
     /// The metrics as Prometheus series, served for scraping (traces and logs skip it).
     Prometheus(PrometheusConfig),
+    /// Spans, log records and metric points as rows of ClickHouse tables.
+    ClickHouse(ClickHouseConfig),
 }
 
 impl SinkConfig {
@@ -230,7 +228,11 @@ impl SinkConfig {
     pub fn check(&self) -> Result<(), SinkError> {
         match self {
             Self::Otlp(c) => super::tls::check(c.protocol.sink_kind(), &c.tls),
-            Self::Stdout | Self::File(_) | Self::Statsd(_) | Self::Prometheus(_) => Ok(()),
+            Self::Stdout
+            | Self::File(_)
+            | Self::Statsd(_)
+            | Self::Prometheus(_)
+            | Self::ClickHouse(_) => Ok(()),
         }
     }
 
@@ -242,6 +244,7 @@ impl SinkConfig {
             Self::File(path) => format!("file {}", path.display()),
             Self::Statsd(c) => c.name(),
             Self::Prometheus(c) => format!("prometheus http://{}/metrics", c.addr),
+            Self::ClickHouse(c) => c.name(),
         }
     }
 
@@ -373,6 +376,9 @@ pub enum SinkError {
     /// The HTTP client could not be built (e.g. the system's TLS roots).
     #[error("otlp-http sink: cannot build the HTTP client")]
     HttpClient(#[source] reqwest::Error),
+    /// The ClickHouse sink's HTTP client could not be built (e.g. the system's TLS roots).
+    #[error("clickhouse sink: cannot build the HTTP client")]
+    ClickHouseClient(#[source] reqwest::Error),
     /// The file sink's directory could not be created.
     #[error("file sink: cannot create directory {}", path.display())]
     CreateDir {

@@ -1030,7 +1030,7 @@ fn label_name(key: &str) -> String {
 
 /// An attribute value as label text: strings as they are, other scalars as text, arrays
 /// and maps as JSON, bytes as base64 (the OpenTelemetry attribute rules).
-fn attribute_text(v: &AnyValue) -> String {
+pub(crate) fn attribute_text(v: &AnyValue) -> String {
     match &v.value {
         Some(any_value::Value::StringValue(s)) => s.clone(),
         Some(any_value::Value::BoolValue(b)) => b.to_string(),

@@ -68,8 +68,11 @@ async fn send(
     };
     let started = Instant::now();
     let mut backoff = Backoff::new(retry, rng);
+    // The parts of the payload already delivered, for a sink that sends one in several
+    // requests: a retry resumes after them.
+    let mut done = 0;
     loop {
-        match transport.send(&batch, &payload).await {
+        match transport.send(&batch, &payload, &mut done).await {
             Outcome::Sent { rejected, message } => {
                 if rejected > 0 {
                     tracing::warn!(%sink, rejected, %message, "the receiver rejected part of a batch");
@@ -159,6 +162,7 @@ impl SinkSet {
         for config in &configs {
             let (retry, max_inflight) = match config {
                 SinkConfig::Otlp(c) => (c.retry.clone(), c.max_inflight),
+                SinkConfig::ClickHouse(c) => (c.retry.clone(), c.max_inflight),
                 // A write error is not a collector's backpressure: no retry.
                 // Lines are written in order, one at a time; DogStatsD and Prometheus take
                 // batches in order too. None has a failure worth retrying.

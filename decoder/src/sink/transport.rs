@@ -10,7 +10,7 @@ use ue_proto::collector::metrics::v1::ExportMetricsServiceResponse;
 use ue_proto::collector::trace::v1::ExportTraceServiceResponse;
 
 use super::config::Protocol;
-use super::{SinkConfig, SinkError, grpc, http, lines, prometheus, statsd};
+use super::{SinkConfig, SinkError, clickhouse, grpc, http, lines, prometheus, statsd};
 use crate::batch::Batch;
 
 /// An OTLP export response of any signal, over either transport: what its
@@ -105,6 +105,7 @@ pub(crate) enum Transport {
     Lines(lines::LineSink),
     Statsd(Box<statsd::StatsdSink>),
     Prometheus(Box<prometheus::PrometheusSink>),
+    ClickHouse(Box<clickhouse::ClickHouseSink>),
 }
 
 impl Transport {
@@ -120,6 +121,9 @@ impl Transport {
             SinkConfig::Prometheus(c) => {
                 Self::Prometheus(Box::new(prometheus::PrometheusSink::start(c)?))
             }
+            SinkConfig::ClickHouse(c) => {
+                Self::ClickHouse(Box::new(clickhouse::ClickHouseSink::new(c)?))
+            }
         })
     }
 
@@ -132,16 +136,21 @@ impl Transport {
             Self::Statsd(s) => s.encode(batch),
             // It reads the batch's request itself.
             Self::Prometheus(_) => Ok(Bytes::new()),
+            Self::ClickHouse(c) => c.encode(batch),
         }
     }
 
-    pub(crate) async fn send(&self, batch: &Batch, payload: &Bytes) -> Outcome {
+    /// One attempt at sending `payload`. `done` is the transport's own record of what
+    /// earlier attempts at the same batch delivered (zero at first): ClickHouse counts the
+    /// tables inserted, so that a retry does not insert them again.
+    pub(crate) async fn send(&self, batch: &Batch, payload: &Bytes, done: &mut usize) -> Outcome {
         match self {
             Self::Http(h) => h.send(batch.signal(), payload.clone()).await,
             Self::Grpc(g) => g.send(batch.signal(), payload.clone()).await,
             Self::Lines(l) => l.send(payload.to_vec()).await,
             Self::Statsd(s) => s.send(payload).await,
             Self::Prometheus(p) => p.send(batch),
+            Self::ClickHouse(c) => c.send(payload, done).await,
         }
     }
 }
