@@ -399,3 +399,50 @@ proptest! {
         prop_assert_eq!(validate_request(signal, &bytes).ok(), decoded(signal, &bytes));
     }
 }
+
+/// A traces request whose one resource holds one attribute with the body `kv`.
+fn with_attribute_body(kv: &[u8]) -> Vec<u8> {
+    let mut resource = vec![0x0a, kv.len() as u8];
+    resource.extend_from_slice(kv);
+    let mut resource_spans = vec![0x0a, resource.len() as u8];
+    resource_spans.extend_from_slice(&resource);
+    let mut request = vec![0x0a, resource_spans.len() as u8];
+    request.extend_from_slice(&resource_spans);
+    request
+}
+
+#[test]
+fn attributes_in_every_layout_validate_as_they_decode() {
+    // The checker takes a fast path for attributes laid out as writers lay them out; these
+    // are that layout and its near misses, each of which must get prost's answer.
+    let bodies: &[&[u8]] = &[
+        b"\x0a\x01k\x12\x03\x0a\x01v",                // string value
+        b"\x0a\x01k\x12\x02\x0a\x00",                 // empty string value
+        b"\x0a\x00\x12\x02\x10\x01",                  // empty key, bool
+        b"\x0a\x01k\x12\x03\x18\x96\x01",             // int 150
+        b"\x0a\x01k\x12\x09\x21\0\0\0\0\0\0\xf0\x3f", // double 1.0
+        b"\x0a\x01k\x12\x00",                         // empty AnyValue
+        b"\x0a\x01k",                                 // no value
+        b"\x0a\x01k\x12\x03\x0a\x01\xff",             // not UTF-8
+        b"\x0a\x02\xc3\xa9\x12\x03\x0a\x01v",         // non-ASCII key, valid UTF-8
+        b"\x0a\x01\xff\x12\x03\x0a\x01v",             // key not UTF-8
+        b"\x0a\x01k\x12\x03\x0a\x02v",                // string longer than its value
+        b"\x0a\x01k\x12\x03\x18\x96\x81",             // varint runs past the value
+        b"\x0a\x01k\x12\x0b\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", // 10-byte int -1
+        b"\x0a\x01k\x12\x0b\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f", // 10-byte overflow
+        b"\x0a\x01k\x12\x08\x21\0\0\0\0\0\0\xf0",     // double cut short
+        b"\x0a\x01k\x12\x05\x0a\x01v\x10\x01",        // two values: the last one wins
+        b"\x0a\x01k\x12\x03\x0a\x01v\x18\x01",        // a field after the value
+        b"\x12\x03\x0a\x01v\x0a\x01k",                // value before key
+        b"\x0a\x01k\x12\x03\x0b\x01v",                // wrong wire type for the value
+        b"\x0a\x01k\x12\x02\x28\x01",                 // unknown value field
+    ];
+    for body in bodies {
+        let request = with_attribute_body(body);
+        assert_eq!(
+            validate_request(Signal::Traces, &request).ok(),
+            decoded(Signal::Traces, &request),
+            "attribute body {body:02x?}"
+        );
+    }
+}

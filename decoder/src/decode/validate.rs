@@ -22,6 +22,9 @@ enum Kind {
     Message(&'static Schema),
     /// An embedded message that is one item (a data point, span or log record).
     Item(&'static Schema),
+    /// An embedded `KeyValue`: most of what an item holds, checked by [`attribute`]'s fast
+    /// path when laid out as every OTLP writer lays it out.
+    Attribute,
     /// A `string`: length-delimited, UTF-8.
     Str,
     /// A `bytes` field.
@@ -36,6 +39,35 @@ enum Kind {
     RepeatedVarint,
     /// A repeated 8-byte scalar, packed or not.
     RepeatedFixed64,
+    /// A repeated varint's packed form (only in [`Schema::by_key`]).
+    PackedVarint,
+    /// A repeated 8-byte scalar's packed form (only in [`Schema::by_key`]).
+    PackedFixed64,
+}
+
+impl Kind {
+    /// What a field of this kind holds when its key has wire type `wire_type`, or `None`
+    /// when a field of this kind cannot have that wire type.
+    const fn with_wire_type(self, wire_type: u8) -> Option<Kind> {
+        const VARINT: u8 = WireType::Varint as u8;
+        const FIXED64: u8 = WireType::SixtyFourBit as u8;
+        const LEN: u8 = WireType::LengthDelimited as u8;
+        const FIXED32: u8 = WireType::ThirtyTwoBit as u8;
+        match (self, wire_type) {
+            (
+                Message(_) | Item(_) | Attribute | Str | Bytes | PackedVarint | PackedFixed64,
+                LEN,
+            )
+            | (Varint, VARINT)
+            | (Fixed64, FIXED64)
+            | (Fixed32, FIXED32) => Some(self),
+            (RepeatedVarint, LEN) => Some(PackedVarint),
+            (RepeatedVarint, VARINT) => Some(Varint),
+            (RepeatedFixed64, LEN) => Some(PackedFixed64),
+            (RepeatedFixed64, FIXED64) => Some(Fixed64),
+            _ => None,
+        }
+    }
 }
 
 /// The known fields of a message type, indexed by field number (every OTLP field number
@@ -43,6 +75,10 @@ enum Kind {
 #[derive(Debug)]
 struct Schema {
     by_tag: [Option<Kind>; MAX_TAG],
+    /// What to check for each one-byte key (a field number below 16 and a wire type),
+    /// `None` where that is not a known field with a wire type it can have: the walk's
+    /// common case is one load, with no key decoding and no wire type check.
+    by_key: [Option<Kind>; 128],
 }
 
 /// One more than the highest field number of any schema here.
@@ -52,12 +88,19 @@ impl Schema {
     /// The table for these `(field number, kind)` pairs.
     const fn new(fields: &[(u32, Kind)]) -> Self {
         let mut by_tag = [None; MAX_TAG];
+        let mut by_key = [None; 128];
         let mut i = 0;
         while i < fields.len() {
-            by_tag[fields[i].0 as usize] = Some(fields[i].1);
+            let (tag, kind) = fields[i];
+            by_tag[tag as usize] = Some(kind);
+            let mut wire_type = 0;
+            while tag < 16 && wire_type < 8 {
+                by_key[(tag << 3 | wire_type) as usize] = kind.with_wire_type(wire_type as u8);
+                wire_type += 1;
+            }
             i += 1;
         }
-        Self { by_tag }
+        Self { by_tag, by_key }
     }
 
     #[inline]
@@ -66,7 +109,10 @@ impl Schema {
     }
 }
 
-use Kind::{Bytes, Fixed32, Fixed64, Item, Message, RepeatedFixed64, RepeatedVarint, Str, Varint};
+use Kind::{
+    Attribute, Bytes, Fixed32, Fixed64, Item, Message, PackedFixed64, PackedVarint,
+    RepeatedFixed64, RepeatedVarint, Str, Varint,
+};
 
 // opentelemetry/proto/common/v1 and resource/v1.
 static ANY_VALUE: Schema = Schema::new(&[
@@ -80,15 +126,11 @@ static ANY_VALUE: Schema = Schema::new(&[
     (8, Varint),
 ]);
 static ARRAY_VALUE: Schema = Schema::new(&[(1, Message(&ANY_VALUE))]);
-static KEY_VALUE_LIST: Schema = Schema::new(&[(1, Message(&KEY_VALUE))]);
+static KEY_VALUE_LIST: Schema = Schema::new(&[(1, Attribute)]);
 static KEY_VALUE: Schema = Schema::new(&[(1, Str), (2, Message(&ANY_VALUE)), (3, Varint)]);
 static ENTITY_REF: Schema = Schema::new(&[(1, Str), (2, Str), (3, Str), (4, Str)]);
-static RESOURCE: Schema = Schema::new(&[
-    (1, Message(&KEY_VALUE)),
-    (2, Varint),
-    (3, Message(&ENTITY_REF)),
-]);
-static SCOPE: Schema = Schema::new(&[(1, Str), (2, Str), (3, Message(&KEY_VALUE)), (4, Varint)]);
+static RESOURCE: Schema = Schema::new(&[(1, Attribute), (2, Varint), (3, Message(&ENTITY_REF))]);
+static SCOPE: Schema = Schema::new(&[(1, Str), (2, Str), (3, Attribute), (4, Varint)]);
 
 // opentelemetry/proto/metrics/v1.
 /// `ExportMetricsServiceRequest`.
@@ -109,7 +151,7 @@ static METRIC: Schema = Schema::new(&[
     (9, Message(&HISTOGRAM)),
     (10, Message(&EXPONENTIAL_HISTOGRAM)),
     (11, Message(&SUMMARY)),
-    (12, Message(&KEY_VALUE)),
+    (12, Attribute),
 ]);
 static GAUGE: Schema = Schema::new(&[(1, Item(&NUMBER_POINT))]);
 static SUM: Schema = Schema::new(&[(1, Item(&NUMBER_POINT)), (2, Varint), (3, Varint)]);
@@ -122,7 +164,7 @@ static NUMBER_POINT: Schema = Schema::new(&[
     (4, Fixed64),
     (5, Message(&EXEMPLAR)),
     (6, Fixed64),
-    (7, Message(&KEY_VALUE)),
+    (7, Attribute),
     (8, Varint),
 ]);
 static HISTOGRAM_POINT: Schema = Schema::new(&[
@@ -133,13 +175,13 @@ static HISTOGRAM_POINT: Schema = Schema::new(&[
     (6, RepeatedFixed64),
     (7, RepeatedFixed64),
     (8, Message(&EXEMPLAR)),
-    (9, Message(&KEY_VALUE)),
+    (9, Attribute),
     (10, Varint),
     (11, Fixed64),
     (12, Fixed64),
 ]);
 static EXPONENTIAL_POINT: Schema = Schema::new(&[
-    (1, Message(&KEY_VALUE)),
+    (1, Attribute),
     (2, Fixed64),
     (3, Fixed64),
     (4, Fixed64),
@@ -161,7 +203,7 @@ static SUMMARY_POINT: Schema = Schema::new(&[
     (4, Fixed64),
     (5, Fixed64),
     (6, Message(&QUANTILE)),
-    (7, Message(&KEY_VALUE)),
+    (7, Attribute),
     (8, Varint),
 ]);
 static QUANTILE: Schema = Schema::new(&[(1, Fixed64), (2, Fixed64)]);
@@ -171,7 +213,7 @@ static EXEMPLAR: Schema = Schema::new(&[
     (4, Bytes),
     (5, Bytes),
     (6, Fixed64),
-    (7, Message(&KEY_VALUE)),
+    (7, Attribute),
 ]);
 
 // opentelemetry/proto/trace/v1.
@@ -192,7 +234,7 @@ static SPAN: Schema = Schema::new(&[
     (6, Varint),
     (7, Fixed64),
     (8, Fixed64),
-    (9, Message(&KEY_VALUE)),
+    (9, Attribute),
     (10, Varint),
     (11, Message(&SPAN_EVENT)),
     (12, Varint),
@@ -201,17 +243,12 @@ static SPAN: Schema = Schema::new(&[
     (15, Message(&STATUS)),
     (16, Fixed32),
 ]);
-static SPAN_EVENT: Schema = Schema::new(&[
-    (1, Fixed64),
-    (2, Str),
-    (3, Message(&KEY_VALUE)),
-    (4, Varint),
-]);
+static SPAN_EVENT: Schema = Schema::new(&[(1, Fixed64), (2, Str), (3, Attribute), (4, Varint)]);
 static SPAN_LINK: Schema = Schema::new(&[
     (1, Bytes),
     (2, Bytes),
     (3, Str),
-    (4, Message(&KEY_VALUE)),
+    (4, Attribute),
     (5, Varint),
     (6, Fixed32),
 ]);
@@ -228,7 +265,7 @@ static LOG_RECORD: Schema = Schema::new(&[
     (2, Varint),
     (3, Str),
     (5, Message(&ANY_VALUE)),
-    (6, Message(&KEY_VALUE)),
+    (6, Attribute),
     (7, Varint),
     (8, Fixed32),
     (9, Bytes),
@@ -268,66 +305,120 @@ fn validate(schema: &'static Schema, bytes: &[u8]) -> Result<u64, Invalid> {
 /// Checks the fields of one message; `depth` is what is left of the recursion limit, as
 /// prost's `DecodeContext` counts it.
 fn walk(schema: &Schema, mut buf: &[u8], depth: u32, items: &mut u64) -> Result<(), Invalid> {
-    while !buf.is_empty() {
+    while let Some(&b) = buf.first() {
+        // A one-byte key of a known field with a wire type it can have: nearly every field.
+        if let Some(kind) = schema.by_key.get(usize::from(b)).copied().flatten() {
+            buf = &buf[1..];
+            field(kind, &mut buf, depth, items)?;
+            continue;
+        }
         let (tag, wire_type) = key(&mut buf)?;
         let Some(kind) = schema.field(tag) else {
             skip(wire_type, tag, &mut buf, depth)?;
             continue;
         };
-        match kind {
-            Message(inner) | Item(inner) => {
-                expect(wire_type, WireType::LengthDelimited)?;
-                if depth == 0 {
-                    return Err(Invalid("nested too deep"));
-                }
-                let body = delimited(&mut buf)?;
-                walk(inner, body, depth - 1, items)?;
-                if matches!(kind, Item(_)) {
-                    *items += 1;
-                }
+        match kind.with_wire_type(wire_type as u8) {
+            Some(kind) => field(kind, &mut buf, depth, items)?,
+            None => return Err(Invalid("wrong wire type for a known field")),
+        }
+    }
+    Ok(())
+}
+
+/// Checks the value of a field of `kind` (its wire type already checked), the key read.
+#[inline(always)]
+fn field(kind: Kind, buf: &mut &[u8], depth: u32, items: &mut u64) -> Result<(), Invalid> {
+    match kind {
+        Message(inner) | Item(inner) => {
+            if depth == 0 {
+                return Err(Invalid("nested too deep"));
             }
-            Str => {
-                expect(wire_type, WireType::LengthDelimited)?;
-                utf8(delimited(&mut buf)?)?;
+            let body = delimited(buf)?;
+            walk(inner, body, depth - 1, items)?;
+            if matches!(kind, Item(_)) {
+                *items += 1;
             }
-            Bytes => {
-                expect(wire_type, WireType::LengthDelimited)?;
-                delimited(&mut buf)?;
+        }
+        Attribute => {
+            if depth == 0 {
+                return Err(Invalid("nested too deep"));
             }
-            Varint => {
-                expect(wire_type, WireType::Varint)?;
-                varint(&mut buf)?;
+            let body = delimited(buf)?;
+            // The fast path checks the value's message too: it needs a level below.
+            if depth < 2 || !attribute(body) {
+                walk(&KEY_VALUE, body, depth - 1, items)?;
             }
-            Fixed64 => {
-                expect(wire_type, WireType::SixtyFourBit)?;
-                take(&mut buf, 8)?;
+        }
+        Str => utf8(delimited(buf)?)?,
+        Bytes => {
+            delimited(buf)?;
+        }
+        Varint | RepeatedVarint => {
+            varint(buf)?;
+        }
+        Fixed64 | RepeatedFixed64 => take(buf, 8)?,
+        Fixed32 => take(buf, 4)?,
+        PackedVarint => {
+            let mut packed = delimited(buf)?;
+            while !packed.is_empty() {
+                varint(&mut packed)?;
             }
-            Fixed32 => {
-                expect(wire_type, WireType::ThirtyTwoBit)?;
-                take(&mut buf, 4)?;
-            }
-            RepeatedVarint if wire_type == WireType::LengthDelimited => {
-                let mut packed = delimited(&mut buf)?;
-                while !packed.is_empty() {
-                    varint(&mut packed)?;
-                }
-            }
-            RepeatedVarint => {
-                expect(wire_type, WireType::Varint)?;
-                varint(&mut buf)?;
-            }
-            RepeatedFixed64 if wire_type == WireType::LengthDelimited => {
-                if !delimited(&mut buf)?.len().is_multiple_of(8) {
-                    return Err(Invalid("packed length not a multiple of 8"));
-                }
-            }
-            RepeatedFixed64 => {
-                expect(wire_type, WireType::SixtyFourBit)?;
-                take(&mut buf, 8)?;
+        }
+        PackedFixed64 => {
+            if !delimited(buf)?.len().is_multiple_of(8) {
+                return Err(Invalid("packed length not a multiple of 8"));
             }
         }
     }
     Ok(())
+}
+
+/// Whether `body` is a valid `KeyValue` laid out as every OTLP writer lays one out: an
+/// ASCII key, then a value holding one ASCII string, integer, bool or double, each length
+/// one byte. `false` says only that the general walk must decide, which is exact for
+/// every layout; whatever this accepts, prost decodes.
+#[inline(always)]
+fn attribute(body: &[u8]) -> bool {
+    let [0x0a, key_len, rest @ ..] = body else {
+        return false;
+    };
+    let key_len = usize::from(*key_len);
+    if key_len >= 0x80 || rest.len() < key_len {
+        return false;
+    }
+    let (key, rest) = rest.split_at(key_len);
+    // The AnyValue ends the KeyValue: its length is all that is left.
+    let [0x12, value_len, tag, value @ ..] = rest else {
+        return false;
+    };
+    if usize::from(*value_len) != value.len() + 1 || !ascii(key) {
+        return false;
+    }
+    match *tag {
+        // string_value: its length, then exactly that many ASCII bytes.
+        0x0a => matches!(value, [len, s @ ..] if usize::from(*len) == s.len() && ascii(s)),
+        // bool_value or int_value: one varint of at most 9 bytes filling the rest (a 10th
+        // byte could overflow, which the general walk judges).
+        0x10 | 0x18 => match value.split_last() {
+            Some((last, init)) => *last < 0x80 && init.len() < 9 && init.iter().all(|b| *b >= 0x80),
+            None => false,
+        },
+        // double_value.
+        0x21 => value.len() == 8,
+        _ => false,
+    }
+}
+
+/// Whether every byte is ASCII, a word at a time.
+#[inline(always)]
+fn ascii(bytes: &[u8]) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        if u64::from_ne_bytes(w.try_into().expect("8 bytes")) & 0x8080_8080_8080_8080 != 0 {
+            return false;
+        }
+    }
+    words.remainder().iter().all(u8::is_ascii)
 }
 
 /// Skips an unknown field as prost's `skip_field` does, groups included.
@@ -357,15 +448,6 @@ fn skip(wire_type: WireType, tag: u32, buf: &mut &[u8], depth: u32) -> Result<()
         WireType::EndGroup => return Err(Invalid("unmatched end of group")),
     }
     Ok(())
-}
-
-#[inline]
-fn expect(got: WireType, want: WireType) -> Result<(), Invalid> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(Invalid("wrong wire type for a known field"))
-    }
 }
 
 /// A field's key: one byte for every known OTLP field (numbers below 16), prost's
@@ -402,20 +484,10 @@ fn varint(buf: &mut &[u8]) -> Result<u64, Invalid> {
     }
 }
 
-/// Checks that a string is UTF-8: ASCII a word at a time, `from_utf8` from the first
-/// word that is not.
+/// Checks that a string is UTF-8: ASCII a word at a time, `from_utf8` when it is not.
 #[inline]
 fn utf8(bytes: &[u8]) -> Result<(), Invalid> {
-    let mut words = bytes.chunks_exact(8);
-    let mut ascii = true;
-    for w in &mut words {
-        let w = u64::from_ne_bytes(w.try_into().expect("8 bytes"));
-        if w & 0x8080_8080_8080_8080 != 0 {
-            ascii = false;
-            break;
-        }
-    }
-    if ascii && words.remainder().iter().all(u8::is_ascii) {
+    if ascii(bytes) {
         return Ok(());
     }
     std::str::from_utf8(bytes)

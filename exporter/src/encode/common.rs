@@ -6,9 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 
-use crate::protobuf::{
-    bytes, bytes_always, concat_framed, double_always, message, varint_always,
-};
+use crate::protobuf::{bytes, bytes_always, concat_framed, double_always, message, varint_always};
 
 /// Nanoseconds since the Unix epoch; 0 before it, and modulo 2^64 after 2554, as the OTLP
 /// transform does (in u64 arithmetic rather than its u128).
@@ -57,7 +55,12 @@ pub(crate) fn key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value)
             _ => return key_value_slow(buf, field, key, value),
         };
         let body = 2 + key.len() + mid_len + payload.len();
-        let head = [(field << 3 | 2) as u8, body as u8, 1 << 3 | 2, key.len() as u8];
+        let head = [
+            (field << 3 | 2) as u8,
+            body as u8,
+            1 << 3 | 2,
+            key.len() as u8,
+        ];
         concat_framed(buf, (head, 4), key, (mid, mid_len), payload);
         return;
     }

@@ -194,7 +194,11 @@ fn number_point<'a, T: Number + 'a>(
     let (field, bits) = value.value(4, 6);
     fixed64_run(
         buf,
-        [(2, start, start != 0), (3, time, time != 0), (field, bits, true)],
+        [
+            (2, start, start != 0),
+            (3, time, time != 0),
+            (field, bits, true),
+        ],
     );
     for ex in exemplars {
         exemplar(buf, 5, ex);
