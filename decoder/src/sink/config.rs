@@ -48,7 +48,7 @@ pub enum Compression {
     None,
     /// gzip at its fastest level, what every OTLP receiver accepts.
     Gzip,
-    /// zstd at level 1, which the OpenTelemetry Collector accepts on both transports:
+    /// zstd at level -2, which the OpenTelemetry Collector accepts on both transports:
     /// several times cheaper than gzip for a smaller result.
     Zstd,
 }
