@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::statsd::StatsdConfig;
-use super::{PrometheusConfig, RetryConfig};
+use super::{ArchiveConfig, PrometheusConfig, RetryConfig};
 
 /// The transport of an OTLP sink.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -206,10 +206,6 @@ pub(crate) fn parse_header_lines(text: &str) -> Result<Vec<(String, String)>, (u
 
 /// One sink to start.
 #[derive(Clone, Debug, PartialEq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a few made once at start; boxing OtlpConfig would only burden every caller"
-)]
 pub enum SinkConfig {
     /// OTLP over HTTP or gRPC.
     Otlp(OtlpConfig),
@@ -221,6 +217,9 @@ pub enum SinkConfig {
     Statsd(StatsdConfig),
     /// The metrics as Prometheus series, served for scraping (traces and logs skip it).
     Prometheus(PrometheusConfig),
+    /// Gzip'd OTLP/JSON objects in object storage: spans per trace, logs and metrics per
+    /// batch.
+    Archive(ArchiveConfig),
 }
 
 impl SinkConfig {
@@ -230,7 +229,11 @@ impl SinkConfig {
     pub fn check(&self) -> Result<(), SinkError> {
         match self {
             Self::Otlp(c) => super::tls::check(c.protocol.sink_kind(), &c.tls),
-            Self::Stdout | Self::File(_) | Self::Statsd(_) | Self::Prometheus(_) => Ok(()),
+            Self::Stdout
+            | Self::File(_)
+            | Self::Statsd(_)
+            | Self::Prometheus(_)
+            | Self::Archive(_) => Ok(()),
         }
     }
 
@@ -242,6 +245,7 @@ impl SinkConfig {
             Self::File(path) => format!("file {}", path.display()),
             Self::Statsd(c) => c.name(),
             Self::Prometheus(c) => format!("prometheus http://{}/metrics", c.addr),
+            Self::Archive(c) => c.name(),
         }
     }
 
@@ -421,6 +425,14 @@ pub enum SinkError {
         sink: String,
         /// The sink's queue directory.
         path: PathBuf,
+    },
+    /// The archive sink's settings do not work, or its store cannot be opened.
+    #[error("archive sink {url}: {reason}")]
+    Archive {
+        /// The archive's URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
     },
     /// The file sink's file could not be opened for appending.
     #[error("file sink: cannot open {} for appending", path.display())]

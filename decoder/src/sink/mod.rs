@@ -1,5 +1,5 @@
-//! Where batches go: OTLP/HTTP, OTLP/gRPC, stdout, a file, DogStatsD or a Prometheus scrape
-//! endpoint, each sink behind its own queue bounded in bytes and worked by its own task, so
+//! Where batches go: OTLP/HTTP, OTLP/gRPC, stdout, a file, DogStatsD, a Prometheus scrape
+//! endpoint or an object-storage archive, each sink behind its own queue bounded in bytes and worked by its own task, so
 //! a slow or unreachable collector
 //! never holds up the reader or the other sinks; what does not fit is dropped and counted.
 //!
@@ -13,6 +13,7 @@
 //! destination acknowledges (at-least-once).
 //! Sinks take batches as they are; they neither decode nor merge.
 
+mod archive;
 mod compress;
 mod config;
 mod disk;
@@ -27,6 +28,7 @@ mod statsd;
 mod tls;
 mod transport;
 
+pub use archive::{ArchiveConfig, ArchiveSnapshot};
 pub(crate) use compress::body as compressed_body;
 pub use config::{
     Compression, DiskQueueConfig, OtlpConfig, PemFile, Protocol, SinkConfig, SinkError, SyncPolicy,
