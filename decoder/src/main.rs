@@ -403,7 +403,6 @@ impl SinkArgs {
                 trace_max_age: Duration::from_millis(self.archive_trace_max_age_ms),
                 max_open_traces: self.archive_max_traces,
                 max_buffer_bytes: self.archive_buffer_mib << 20,
-                timeout: Duration::from_millis(self.timeout_ms.max(30_000)),
                 retry: self.retry(),
                 notify_url: self.archive_notify_url.clone(),
                 ..ArchiveConfig::new(url.clone())

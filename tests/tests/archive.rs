@@ -773,6 +773,41 @@ fn a_directory_archive_holds_every_item_once_grouped_per_service_and_trace() {
 }
 
 #[test]
+fn a_notification_that_cannot_be_sent_is_counted_and_loses_no_object() {
+    let rt = tests::runtime();
+    let dir = std::env::temp_dir().join(format!("ue-archive-nonotify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // Nothing listens there.
+    let nowhere = free_addr();
+    let source = MemorySource::new(100);
+    let archive = ArchiveConfig {
+        notify_url: Some(format!("http://{nowhere}/archived")),
+        notify_retry: fast_retry(Duration::from_millis(600)),
+        ..ArchiveConfig::new(format!("file://{}", dir.display()))
+    };
+    let (stop, daemon) = start(&rt, &source, archive);
+    assert!(source.write(0, Signal::Traces, &traces("a", "s", vec![span(1, "x")])));
+    assert!(source.write(0, Signal::Logs, &logs(&[("a", &["l1", "l2"])])));
+    wait_for("every event to be read", || source.pending() == 0);
+    std::thread::sleep(Duration::from_millis(100));
+    stop.send(()).unwrap();
+    let snapshot = rt.block_on(daemon).unwrap().unwrap();
+    let sink = &snapshot.sinks[0];
+    let objects = read_dir_archive(&dir);
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    assert_eq!((sink.items_sent, sink.dropped_total()), (3, 0), "{sink}");
+    let a = sink.archive.as_ref().unwrap();
+    assert_eq!(a.notifications_sent, 0);
+    assert_eq!(
+        a.notifications_failed.get("retries_exhausted"),
+        Some(&2),
+        "{a:?}"
+    );
+    assert!(a.notification_retries >= 2, "{a:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn on_s3_late_spans_and_a_restarted_decoder_never_overwrite_an_object() {
     let rt = tests::runtime();
     let moto = Moto::start(free_addr());

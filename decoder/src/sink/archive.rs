@@ -549,26 +549,35 @@ async fn flush_due(shared: Arc<Shared>, closing: Arc<Notify>) {
             }
         }
         loop {
-            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            // Every free permit, at least one: one look at the buffer for them all.
+            let Ok(first) = Arc::clone(&permits).acquire_owned().await else {
                 return;
             };
-            let due = {
+            let mut free = vec![first];
+            while let Ok(p) = Arc::clone(&permits).try_acquire_owned() {
+                free.push(p);
+            }
+            let due: Vec<Flushed> = {
                 let mut buffer = lock(&shared.buffer);
                 if closed {
-                    buffer.take_for_shutdown()
+                    std::iter::from_fn(|| buffer.take_for_shutdown())
+                        .take(free.len())
+                        .collect()
                 } else {
-                    buffer.due(std::time::Instant::now(), 1).pop()
+                    buffer.due(std::time::Instant::now(), free.len())
                 }
             };
-            let Some(flushed) = due else {
+            if due.is_empty() {
                 break;
-            };
-            let shared = Arc::clone(&shared);
-            writing.spawn(async move {
-                let object = shared.trace_object(flushed);
-                shared.write(object).await;
-                drop(permit);
-            });
+            }
+            for (flushed, permit) in due.into_iter().zip(free) {
+                let shared = Arc::clone(&shared);
+                writing.spawn(async move {
+                    let object = shared.trace_object(flushed);
+                    shared.write(object).await;
+                    drop(permit);
+                });
+            }
             while writing.try_join_next().is_some() {}
         }
         if closed {
