@@ -931,6 +931,27 @@ mod tests {
     }
 
     #[test]
+    fn gcs_and_azure_urls_open_their_stores() {
+        let gcs = ArchiveConfig {
+            options: vec![("google_bucket".into(), "ignored-for-the-url".into())],
+            ..ArchiveConfig::new("gs://bucket/x/y")
+        };
+        let (store, prefix, base) = open_store(&gcs).unwrap();
+        assert!(store.to_string().contains("bucket"), "{store}");
+        assert_eq!((prefix.as_str(), base.as_str()), ("x/y", "gs://bucket"));
+        let azure = ArchiveConfig {
+            options: vec![
+                ("azure_storage_account_name".into(), "account".into()),
+                ("azure_storage_account_key".into(), "a2V5".into()),
+            ],
+            ..ArchiveConfig::new("az://container/p")
+        };
+        let (store, prefix, base) = open_store(&azure).unwrap();
+        assert!(store.to_string().contains("container"), "{store}");
+        assert_eq!((prefix.as_str(), base.as_str()), ("p", "az://container"));
+    }
+
+    #[test]
     fn batches_split_per_service_in_order() {
         let rl = |service: &str| ResourceLogs {
             resource: Some(ue_proto::resource::v1::Resource {
