@@ -212,11 +212,14 @@ fn object(key: &str, relative: &str, body: &[u8]) -> Object {
     }
 }
 
-/// Every object under `dir`, with keys relative to it.
-fn read_dir_archive(dir: &Path) -> Vec<Object> {
+/// Every file under `dir`, sorted.
+fn files(dir: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
             if path.is_dir() {
                 walk(&path, out);
             } else {
@@ -227,6 +230,13 @@ fn read_dir_archive(dir: &Path) -> Vec<Object> {
     let mut files = Vec::new();
     walk(dir, &mut files);
     files.sort();
+    files
+}
+
+/// Every object under `dir`, with keys relative to it; read once the daemon stopped, so
+/// that no object is half written.
+fn read_dir_archive(dir: &Path) -> Vec<Object> {
+    let files = files(dir);
     files
         .iter()
         .map(|path| {
