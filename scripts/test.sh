@@ -24,6 +24,8 @@ echo "== hermetic suite (host)"
 # inserts into a real ClickHouse server (Debian's packages).
 scripts/install-prometheus.sh >/dev/null
 scripts/install-clickhouse.sh >/dev/null
+# The archive sink's test writes to moto's S3-compatible server (PyPI's moto[server]).
+scripts/install-moto.sh >/dev/null
 hermetic_rc=0
 cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$logdir/hermetic.log" || hermetic_rc=$?
 # Doc tests are not part of --all-targets.

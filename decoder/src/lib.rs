@@ -63,17 +63,17 @@ pub use daemon::{
 };
 pub use decode::{
     EventHeaderDecoder, EventHeaderError, EventHeaderEvent, Invalid, Malformed, Request, Signal,
-    TracepointNames, check_event, decode_event, is_eventheader_tracepoint, otlp_json_line,
-    validate_request,
+    TracepointNames, check_event, decode_event, is_eventheader_tracepoint, otlp_json,
+    otlp_json_line, validate_request,
 };
 pub use kernel::{
     Dropped, Event, Format, FormatError, FormatField, LayoutMismatch, PrivilegeError, ReaderConfig,
     ReaderError, Registration, Tracefs, TracepointReader, drop_privileges,
 };
 pub use sink::{
-    ClickHouseConfig, Compression, DiskQueueConfig, DiskSnapshot, OtlpConfig, PemFile,
-    PrometheusConfig, Protocol, RetryConfig, SinkConfig, SinkError, SinkSet, SinkSnapshot,
-    StatsdConfig, StatsdTarget, SyncPolicy, TlsConfig, read_headers_file,
+    ArchiveConfig, ArchiveSnapshot, ClickHouseConfig, Compression, DiskQueueConfig, DiskSnapshot,
+    OtlpConfig, PemFile, PrometheusConfig, Protocol, RetryConfig, SinkConfig, SinkError, SinkSet,
+    SinkSnapshot, StatsdConfig, StatsdTarget, SyncPolicy, TlsConfig, read_headers_file,
 };
 /// The OTLP message types that [`Request`] carries.
 pub use ue_proto as proto;

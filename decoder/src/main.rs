@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ue_decoder::{
-    AdminConfig, BatchConfig, ClickHouseConfig, DiskQueueConfig, ForwardConfig, OtlpConfig,
-    PerfDataReader, PerfSource, PrometheusConfig, ReaderConfig, RetryConfig, RunConfig, Signal,
-    SinkConfig, StatsdConfig, StatsdTarget, TlsConfig, TracepointNames,
+    AdminConfig, ArchiveConfig, BatchConfig, ClickHouseConfig, DiskQueueConfig, ForwardConfig,
+    OtlpConfig, PerfDataReader, PerfSource, PrometheusConfig, ReaderConfig, RetryConfig, RunConfig,
+    Signal, SinkConfig, StatsdConfig, StatsdTarget, TlsConfig, TracepointNames,
 };
 use ue_wire::layout;
 
@@ -124,6 +124,33 @@ struct SinkArgs {
     /// Compress ClickHouse request bodies with gzip.
     #[arg(long)]
     clickhouse_gzip: bool,
+    /// Also archive everything as gzip'd OTLP/JSON objects: s3://BUCKET/PREFIX,
+    /// gs://BUCKET/PREFIX, az://CONTAINER/PREFIX or file:///DIR (spans grouped per trace;
+    /// credentials and region from the store's standard environment variables).
+    #[arg(long, env = "UE_ARCHIVE_URL", value_name = "URL")]
+    archive_url: Option<String>,
+    /// The archive's S3-compatible endpoint, e.g. http://127.0.0.1:9000 (http:// allowed).
+    #[arg(long, value_name = "URL", requires = "archive_url")]
+    archive_endpoint: Option<String>,
+    /// The archive's S3 region (default: AWS_REGION, else us-east-1).
+    #[arg(long, value_name = "REGION", requires = "archive_url")]
+    archive_region: Option<String>,
+    /// Write a trace's spans once none joined them for this many milliseconds.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    archive_trace_idle_ms: u64,
+    /// ... or once the trace's first span is this many milliseconds old.
+    #[arg(long, default_value_t = 60_000, value_name = "MS")]
+    archive_trace_max_age_ms: u64,
+    /// The most traces held open; beyond it the oldest are written early (never dropped).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    archive_max_traces: usize,
+    /// The most MiB of spans held open; beyond it the oldest traces are written early.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    archive_buffer_mib: usize,
+    /// POST a JSON document (key, url, size, signal, service, trace_id, sequence, items) to
+    /// this URL for every object archived, with retries.
+    #[arg(long, value_name = "URL", requires = "archive_url")]
+    archive_notify_url: Option<String>,
     /// Most bytes each sink may hold queued; what overflows is dropped and counted.
     #[arg(long, default_value_t = 64)]
     queue_mib: usize,
@@ -361,13 +388,7 @@ impl SinkArgs {
         } else {
             TlsConfig::default()
         };
-        let retry = RetryConfig {
-            enabled: self.retry_max_elapsed_secs > 0,
-            initial_interval: Duration::from_millis(self.retry_initial_ms),
-            max_interval: Duration::from_millis(self.retry_max_interval_ms),
-            max_elapsed: Duration::from_secs(self.retry_max_elapsed_secs),
-            ..RetryConfig::default()
-        };
+        let retry = self.retry();
         let mut sinks = Vec::new();
         if let Some(endpoint) = &self.endpoint {
             sinks.push(SinkConfig::Otlp(OtlpConfig {
@@ -429,6 +450,19 @@ impl SinkArgs {
             }
             sinks.push(SinkConfig::Statsd(config));
         }
+        if let Some(url) = &self.archive_url {
+            sinks.push(SinkConfig::Archive(ArchiveConfig {
+                endpoint: self.archive_endpoint.clone(),
+                region: self.archive_region.clone(),
+                trace_idle: Duration::from_millis(self.archive_trace_idle_ms),
+                trace_max_age: Duration::from_millis(self.archive_trace_max_age_ms),
+                max_open_traces: self.archive_max_traces,
+                max_buffer_bytes: self.archive_buffer_mib << 20,
+                retry: self.retry(),
+                notify_url: self.archive_notify_url.clone(),
+                ..ArchiveConfig::new(url.clone())
+            }));
+        }
         if self.stdout || (default_stdout && sinks.is_empty() && self.file.is_none()) {
             sinks.push(SinkConfig::Stdout);
         }
@@ -436,6 +470,17 @@ impl SinkArgs {
             sinks.push(SinkConfig::File(path.clone()));
         }
         Ok(sinks)
+    }
+
+    /// The retry schedule of the OTLP and archive sinks.
+    fn retry(&self) -> RetryConfig {
+        RetryConfig {
+            enabled: self.retry_max_elapsed_secs > 0,
+            initial_interval: Duration::from_millis(self.retry_initial_ms),
+            max_interval: Duration::from_millis(self.retry_max_interval_ms),
+            max_elapsed: Duration::from_secs(self.retry_max_elapsed_secs),
+            ..RetryConfig::default()
+        }
     }
 
     fn forward(&self, sinks: Vec<SinkConfig>, shutdown_secs: u64) -> ForwardConfig {
@@ -525,7 +570,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if sinks.is_empty() {
         anyhow::bail!(
-            "nowhere to send: give --endpoint URL (or OTEL_EXPORTER_OTLP_ENDPOINT), --stdout, --file, --statsd-addr, --prometheus-addr or --clickhouse-url"
+            "nowhere to send: give --endpoint URL (or OTEL_EXPORTER_OTLP_ENDPOINT), --stdout, --file, --statsd-addr, --prometheus-addr, --clickhouse-url or --archive-url"
         );
     }
     for sink in &sinks {

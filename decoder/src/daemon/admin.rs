@@ -346,7 +346,103 @@ pub(crate) fn prometheus(s: &Snapshot, started: SystemTime) -> String {
         "Bytes of those stretches, of unreadable segment files, and of torn records cut off.",
         &per_disk(&|d| d.corrupt_bytes.saturating_add(d.truncated_bytes)),
     );
+    family(
+        &mut out,
+        "ue_decoder_sink_held_items",
+        "gauge",
+        "Items a sink took from its queue and holds, not yet written (the archive's open traces).",
+        &per_sink(&|k| k.held_items)
+            .into_iter()
+            .map(|(l, v)| (l, v as f64))
+            .collect::<Vec<_>>(),
+    );
+    archive_families(&mut out, s);
     out
+}
+
+/// The archive sinks' own counters (`--archive-url`).
+fn archive_families(out: &mut String, s: &Snapshot) {
+    let per_archive = |f: &dyn Fn(&crate::sink::ArchiveSnapshot) -> u64| {
+        s.sinks
+            .iter()
+            .filter_map(|k| Some((vec![("sink", k.name.clone())], f(k.archive.as_ref()?))))
+            .collect::<Vec<_>>()
+    };
+    let by_reason = |m: fn(&crate::sink::ArchiveSnapshot) -> &BTreeMap<&'static str, u64>| {
+        s.sinks
+            .iter()
+            .filter_map(|k| Some((k, k.archive.as_ref()?)))
+            .flat_map(|(k, a)| {
+                m(a).iter().map(|(r, v)| {
+                    (
+                        vec![("sink", k.name.clone()), ("reason", (*r).to_owned())],
+                        *v,
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let gauge = |v: Vec<(Vec<(&'static str, String)>, u64)>| {
+        v.into_iter()
+            .map(|(l, v)| (l, v as f64))
+            .collect::<Vec<_>>()
+    };
+    counter(
+        out,
+        "ue_decoder_archive_objects_total",
+        "Objects each archive sink wrote.",
+        &per_archive(&|a| a.objects),
+    );
+    counter(
+        out,
+        "ue_decoder_archive_object_bytes_total",
+        "Bytes of the objects each archive sink wrote, compressed.",
+        &per_archive(&|a| a.object_bytes),
+    );
+    counter(
+        out,
+        "ue_decoder_archive_late_objects_total",
+        "Objects of late spans: a trace's second and later objects.",
+        &per_archive(&|a| a.late_objects),
+    );
+    counter(
+        out,
+        "ue_decoder_archive_traces_flushed_total",
+        "Traces written, by why (max_traces and max_bytes: early, to stay within the bounds).",
+        &by_reason(|a| &a.traces_flushed),
+    );
+    family(
+        out,
+        "ue_decoder_archive_open_traces",
+        "gauge",
+        "Traces each archive sink holds open.",
+        &gauge(per_archive(&|a| a.open_traces)),
+    );
+    family(
+        out,
+        "ue_decoder_archive_buffered_bytes",
+        "gauge",
+        "Bytes of spans each archive sink holds open (what --archive-buffer-mib bounds).",
+        &gauge(per_archive(&|a| a.buffered_bytes)),
+    );
+    counter(
+        out,
+        "ue_decoder_archive_notifications_sent_total",
+        "Notifications of objects written that the receiver accepted.",
+        &per_archive(&|a| a.notifications_sent),
+    );
+    counter(
+        out,
+        "ue_decoder_archive_notifications_failed_total",
+        "Notifications given up, by reason (the objects are written).",
+        &by_reason(|a| &a.notifications_failed),
+    );
+    counter(
+        out,
+        "ue_decoder_archive_notification_retries_total",
+        "Notification attempts that failed and were tried again.",
+        &per_archive(&|a| a.notification_retries),
+    );
 }
 
 fn counter(out: &mut String, name: &str, help: &str, samples: &[(Vec<(&str, String)>, u64)]) {
@@ -407,6 +503,17 @@ mod tests {
             }),
             ..SinkSnapshot::default()
         });
+        s.sinks.push(SinkSnapshot {
+            name: "archive s3://b/p".into(),
+            held_items: 6,
+            archive: Some(crate::sink::ArchiveSnapshot {
+                objects: 9,
+                traces_flushed: [("max_traces", 2)].into_iter().collect(),
+                open_traces: 3,
+                ..Default::default()
+            }),
+            ..SinkSnapshot::default()
+        });
         let text = prometheus(&s, SystemTime::UNIX_EPOCH + Duration::from_secs(10));
         assert!(
             text.contains("ue_decoder_events_total{signal=\"traces\"} 7\n"),
@@ -431,11 +538,21 @@ mod tests {
         assert!(text.contains(
             "ue_decoder_sink_disk_corrupt_bytes_total{sink=\"otlp-http \\\"a\\\"\\\\b\"} 13\n"
         ));
+        assert!(text.contains("ue_decoder_sink_held_items{sink=\"archive s3://b/p\"} 6\n"));
+        assert!(text.contains("ue_decoder_archive_objects_total{sink=\"archive s3://b/p\"} 9\n"));
+        assert!(text.contains(
+            "ue_decoder_archive_traces_flushed_total{sink=\"archive s3://b/p\",reason=\"max_traces\"} 2\n"
+        ));
+        assert!(text.contains("ue_decoder_archive_open_traces{sink=\"archive s3://b/p\"} 3\n"));
+        assert!(
+            !text.contains("ue_decoder_archive_objects_total{sink=\"otlp-http"),
+            "archive families only for archive sinks"
+        );
         let types: Vec<_> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
         let mut unique = types.clone();
         unique.dedup();
         assert_eq!(types.len(), unique.len());
-        assert_eq!(types.len(), 24);
+        assert_eq!(types.len(), 34);
     }
 
     #[test]

@@ -262,6 +262,45 @@ impl Snapshot {
             "Items the sinks dropped",
             dropped,
         ));
+        let archives: Vec<_> = self
+            .sinks
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), s.archive.as_ref()?)))
+            .collect();
+        metrics.push(sum(
+            "ue_decoder.archive.objects",
+            "{object}",
+            "Objects the archive sinks wrote",
+            archives
+                .iter()
+                .map(|(name, a)| point(vec![attr("sink", name.clone())], a.objects))
+                .collect(),
+        ));
+        metrics.push(sum(
+            "ue_decoder.archive.object_bytes",
+            "By",
+            "Bytes of the objects the archive sinks wrote, compressed",
+            archives
+                .iter()
+                .map(|(name, a)| point(vec![attr("sink", name.clone())], a.object_bytes))
+                .collect(),
+        ));
+        metrics.push(sum(
+            "ue_decoder.archive.traces_flushed",
+            "{trace}",
+            "Traces the archive sinks wrote, by why",
+            archives
+                .iter()
+                .flat_map(|(name, a)| {
+                    a.traces_flushed.iter().map(|(r, v)| {
+                        point(
+                            vec![attr("sink", name.clone()), attr("reason", (*r).into())],
+                            *v,
+                        )
+                    })
+                })
+                .collect(),
+        ));
         metrics.retain(|m| matches!(&m.data, Some(Data::Sum(s)) if !s.data_points.is_empty()));
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {

@@ -1,7 +1,7 @@
 //! The decoder's one text format: OTLP/JSON, one request per line.
 //!
-//! Every output that prints requests (`ue-decoder decode`, the stdout and file sinks)
-//! goes through [`otlp_json_line`], so they all agree byte for byte.
+//! Every output that prints requests (`ue-decoder decode`, the stdout and file sinks, the
+//! archive sink's objects) goes through [`otlp_json`], so they all agree byte for byte.
 
 use crate::decode::Request;
 
@@ -15,18 +15,25 @@ use crate::decode::Request;
 /// which receivers accept), so it can be sent as is to an OTLP/HTTP JSON endpoint of the
 /// same signal.
 pub fn otlp_json_line(request: &Request) -> String {
+    format!(
+        r#"{{"signal":"{}","request":{}}}"#,
+        request.signal().as_str(),
+        otlp_json(request)
+    )
+}
+
+/// The OTLP/JSON encoding of the request alone, as [`otlp_json_line`] embeds it: the body
+/// an OTLP/HTTP JSON endpoint of the request's signal takes, and what the archive sink
+/// stores.
+pub fn otlp_json(request: &Request) -> String {
     // Serializing to a String cannot fail for these types: every map key is a string and
     // the OTLP serializers never return errors (NaN and infinities become strings).
-    let body = match request {
+    match request {
         Request::Metrics(r) => serde_json::to_string(r),
         Request::Traces(r) => serde_json::to_string(r),
         Request::Logs(r) => serde_json::to_string(r),
     }
-    .expect("OTLP messages serialize to JSON without error");
-    format!(
-        r#"{{"signal":"{}","request":{body}}}"#,
-        request.signal().as_str()
-    )
+    .expect("OTLP messages serialize to JSON without error")
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ pub use event::{Malformed, check_event, decode_event};
 pub use eventheader::{
     EventHeaderDecoder, EventHeaderError, EventHeaderEvent, is_eventheader_tracepoint,
 };
-pub use json::otlp_json_line;
+pub use json::{otlp_json, otlp_json_line};
 pub use request::{Request, Signal, TracepointNames};
 pub(crate) use request::{logs_items, metrics_items, traces_items};
 pub use validate::{Invalid, validate_request};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::statsd::StatsdConfig;
-use super::{ClickHouseConfig, PrometheusConfig, RetryConfig};
+use super::{ArchiveConfig, ClickHouseConfig, PrometheusConfig, RetryConfig};
 
 /// The transport of an OTLP sink.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -219,6 +219,9 @@ pub enum SinkConfig {
     Prometheus(PrometheusConfig),
     /// Spans, log records and metric points as rows of ClickHouse tables.
     ClickHouse(ClickHouseConfig),
+    /// Gzip'd OTLP/JSON objects in object storage: spans per trace, logs and metrics per
+    /// batch.
+    Archive(ArchiveConfig),
 }
 
 impl SinkConfig {
@@ -233,6 +236,7 @@ impl SinkConfig {
             | Self::Statsd(_)
             | Self::Prometheus(_)
             | Self::ClickHouse(_) => Ok(()),
+            Self::Archive(_) => Ok(()),
         }
     }
 
@@ -245,6 +249,7 @@ impl SinkConfig {
             Self::Statsd(c) => c.name(),
             Self::Prometheus(c) => format!("prometheus http://{}/metrics", c.addr),
             Self::ClickHouse(c) => c.name(),
+            Self::Archive(c) => c.name(),
         }
     }
 
@@ -427,6 +432,14 @@ pub enum SinkError {
         sink: String,
         /// The sink's queue directory.
         path: PathBuf,
+    },
+    /// The archive sink's settings do not work, or its store cannot be opened.
+    #[error("archive sink {url}: {reason}")]
+    Archive {
+        /// The archive's URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
     },
     /// The file sink's file could not be opened for appending.
     #[error("file sink: cannot open {} for appending", path.display())]

@@ -1,5 +1,5 @@
 //! Where batches go: OTLP/HTTP, OTLP/gRPC, stdout, a file, DogStatsD, a Prometheus scrape
-//! endpoint or ClickHouse tables, each sink behind its own queue bounded in bytes and worked by its own task, so
+//! endpoint, ClickHouse tables or an object-storage archive, each sink behind its own queue bounded in bytes and worked by its own task, so
 //! a slow or unreachable collector
 //! never holds up the reader or the other sinks; what does not fit is dropped and counted.
 //!
@@ -13,6 +13,7 @@
 //! destination acknowledges (at-least-once).
 //! Sinks take batches as they are; they neither decode nor merge.
 
+mod archive;
 mod clickhouse;
 mod compress;
 mod config;
@@ -28,6 +29,7 @@ mod statsd;
 mod tls;
 mod transport;
 
+pub use archive::{ArchiveConfig, ArchiveSnapshot};
 pub use clickhouse::ClickHouseConfig;
 pub(crate) use compress::body as compressed_body;
 pub use config::{

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
+use super::ArchiveSnapshot;
 use super::disk::{AppendError, DiskQueue, DiskSnapshot, is_disk_full};
 use crate::batch::Batch;
 
@@ -32,7 +33,7 @@ pub struct SinkSnapshot {
     /// Items the receiver reported rejected in a partial success (never retried).
     pub rejected_items: u64,
     /// Items dropped, by reason: `queue_full`, `retries_exhausted`, `permanent_error`,
-    /// `shutdown`, `encode`; the Prometheus sink's points by its own reasons
+    /// `shutdown`, `encode` (the archive's items too, when it could not write them); the Prometheus sink's points by its own reasons
     /// (`series_limit`, `out_of_order`, `type_conflict`, `delta_updown`, `invalid`), without
     /// dropping their batch.
     pub dropped_items: BTreeMap<&'static str, u64>,
@@ -43,6 +44,11 @@ pub struct SinkSnapshot {
     pub queue_bytes: u64,
     /// The on-disk queue's own counters, if the sink has one.
     pub disk: Option<DiskSnapshot>,
+    /// Items the sink took from its queue and holds, not yet written nor dropped (the
+    /// archive's open traces and the objects it is writing).
+    pub held_items: u64,
+    /// The archive's own counters, for an archive sink.
+    pub archive: Option<ArchiveSnapshot>,
     /// The last failure, retried or not, or the last partial success's message.
     pub last_error: Option<String>,
     /// How long every attempt has failed since the last success (`None`: the last attempt
@@ -91,6 +97,24 @@ impl std::fmt::Display for SinkSnapshot {
                 d.truncated_bytes,
             )?;
         }
+        if self.held_items > 0 {
+            write!(f, "; held {} items", self.held_items)?;
+        }
+        if let Some(a) = &self.archive {
+            write!(
+                f,
+                "; archived {} objects ({} bytes, {} of late spans), traces written {:?}, open {} traces ({} spans, {} bytes), notifications sent {} failed {:?}",
+                a.objects,
+                a.object_bytes,
+                a.late_objects,
+                a.traces_flushed,
+                a.open_traces,
+                a.buffered_spans,
+                a.buffered_bytes,
+                a.notifications_sent,
+                a.notifications_failed,
+            )?;
+        }
         if let Some(e) = &self.last_error {
             write!(f, "; last error: {e}")?;
         }
@@ -137,6 +161,8 @@ struct State {
     closed: bool,
     /// Whether the last push was dropped, so a run of drops warns once.
     dropping: bool,
+    /// Items taken in by a sink that writes them later, not yet written nor lost.
+    held: u64,
     stats: Stats,
 }
 
@@ -366,6 +392,33 @@ impl SinkQueue {
         s.stats.failing_since = None;
     }
 
+    /// The in-flight batch was taken in by a sink that writes its `items` later, and
+    /// counts them then ([`written`](Self::written), [`lost`](Self::lost)); counted among
+    /// the batches sent, its bytes too.
+    pub(crate) fn hold(&self, batch: &Batch, items: u64) {
+        let mut s = self.lock();
+        s.finished(batch);
+        s.stats.batches_sent += 1;
+        s.stats.bytes_sent += batch.bytes as u64;
+        s.held += items;
+    }
+
+    /// `items` held were written.
+    pub(crate) fn written(&self, items: u64) {
+        let mut s = self.lock();
+        s.held = s.held.saturating_sub(items);
+        s.stats.items_sent += items;
+        s.stats.failing_since = None;
+    }
+
+    /// `items` held were dropped for `reason` after `error`.
+    pub(crate) fn lost(&self, items: u64, reason: &'static str, error: String) {
+        let mut s = self.lock();
+        s.held = s.held.saturating_sub(items);
+        *s.stats.dropped_items.entry(reason).or_default() += items;
+        s.stats.failed(error);
+    }
+
     /// The in-flight batch was dropped for `reason` after `error`.
     pub(crate) fn dropped(&self, batch: &Batch, reason: &'static str, error: String) {
         let mut s = self.lock();
@@ -392,6 +445,11 @@ impl SinkQueue {
     pub(crate) fn abandon(&self) -> u64 {
         let mut s = self.lock();
         s.closed = true;
+        // What a sink held in memory is gone, whether or not the queue is on disk.
+        let held = std::mem::take(&mut s.held);
+        if held > 0 {
+            *s.stats.dropped_items.entry(reason::SHUTDOWN).or_default() += held;
+        }
         if s.disk.is_some() {
             s.in_flight.clear();
         }
@@ -405,12 +463,12 @@ impl SinkQueue {
                     "batches not sent stay queued on disk for the next start"
                 );
             }
-            return 0;
+            return held;
         }
         let mut left: Vec<Arc<Batch>> = std::mem::take(&mut s.in_flight);
         left.extend(s.queue.drain(..));
         s.queued_bytes = 0;
-        let mut items = 0;
+        let mut items = held;
         for batch in &left {
             s.stats.drop_batch(batch, reason::SHUTDOWN);
             items += batch.items;
@@ -435,6 +493,8 @@ impl SinkQueue {
                 .as_ref()
                 .map_or(s.queued_bytes as u64, DiskQueue::pending_bytes),
             disk: s.disk.as_ref().map(DiskQueue::snapshot),
+            held_items: s.held,
+            archive: None,
             last_error: s.stats.last_error.clone(),
             failing_for: s.stats.failing_since.map(|t| t.elapsed()),
         }

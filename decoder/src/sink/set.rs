@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
+use super::archive::ArchiveStats;
 use super::disk::{DiskQueue, sink_dir_name};
 use super::queue::{SinkQueue, reason};
 use super::retry::{Backoff, Rng};
@@ -47,6 +48,7 @@ async fn work(
         while sending.try_join_next().is_some() {}
     }
     while sending.join_next().await.is_some() {}
+    transport.close().await;
 }
 
 /// Sends one batch, retrying as configured, and counts the outcome.
@@ -85,6 +87,8 @@ async fn send(
                 queue.taken(&batch, &dropped);
                 return;
             }
+            // The sink counted the batch as held, and counts its items as it goes.
+            Outcome::Held => return,
             Outcome::Permanent(error) => {
                 tracing::warn!(%sink, items = batch.items, %error, "dropping a batch: not retryable");
                 queue.dropped(&batch, reason::PERMANENT_ERROR, error);
@@ -115,6 +119,16 @@ async fn send(
 struct Running {
     queue: Arc<SinkQueue>,
     worker: JoinHandle<()>,
+    /// The archive's own counters, for an archive sink.
+    archive: Option<ArchiveStats>,
+}
+
+impl Running {
+    fn snapshot(&self) -> SinkSnapshot {
+        let mut snapshot = self.queue.snapshot();
+        snapshot.archive = self.archive.as_ref().map(ArchiveStats::snapshot);
+        snapshot
+    }
 }
 
 /// The running sinks. [`submit`](Self::submit) hands a batch to every one without waiting;
@@ -163,6 +177,15 @@ impl SinkSet {
             let (retry, max_inflight) = match config {
                 SinkConfig::Otlp(c) => (c.retry.clone(), c.max_inflight),
                 SinkConfig::ClickHouse(c) => (c.retry.clone(), c.max_inflight),
+                // The archive retries each object itself (its config's retry), since a
+                // batch it took in is not sent again.
+                SinkConfig::Archive(c) => (
+                    RetryConfig {
+                        enabled: false,
+                        ..RetryConfig::default()
+                    },
+                    c.max_inflight,
+                ),
                 // A write error is not a collector's backpressure: no retry.
                 // Lines are written in order, one at a time; DogStatsD and Prometheus take
                 // batches in order too. None has a failure worth retrying.
@@ -210,6 +233,8 @@ impl SinkSet {
                 // A queue on disk acknowledges its batches in order: one in flight.
                 let max_inflight = if queue.is_on_disk() { 1 } else { max_inflight };
                 let queue = Arc::new(queue);
+                transport.bind(&queue);
+                let archive = transport.archive_stats();
                 let rng = Rng::seeded(seeds.next_u64());
                 let worker = rt.spawn(work(
                     Arc::clone(&queue),
@@ -218,7 +243,11 @@ impl SinkSet {
                     rng,
                     max_inflight,
                 ));
-                Running { queue, worker }
+                Running {
+                    queue,
+                    worker,
+                    archive,
+                }
             })
             .collect();
         let takes = configs
@@ -269,12 +298,12 @@ impl SinkSet {
                 );
             }
         }
-        sinks.iter().map(|s| s.queue.snapshot()).collect()
+        sinks.iter().map(Running::snapshot).collect()
     }
 
     /// Every sink's counters now, in the order of the configurations.
     pub fn snapshot(&self) -> Vec<SinkSnapshot> {
-        self.sinks.iter().map(|s| s.queue.snapshot()).collect()
+        self.sinks.iter().map(Running::snapshot).collect()
     }
 }
 

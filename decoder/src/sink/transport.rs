@@ -1,6 +1,7 @@
 //! One attempt at sending a batch, whatever the sink: [`Transport`] and its [`Outcome`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,7 +10,9 @@ use ue_proto::collector::logs::v1::ExportLogsServiceResponse;
 use ue_proto::collector::metrics::v1::ExportMetricsServiceResponse;
 use ue_proto::collector::trace::v1::ExportTraceServiceResponse;
 
+use super::archive::{ArchiveSink, ArchiveStats};
 use super::config::Protocol;
+use super::queue::SinkQueue;
 use super::{SinkConfig, SinkError, clickhouse, grpc, http, lines, prometheus, statsd};
 use crate::batch::Batch;
 
@@ -67,6 +70,9 @@ pub(crate) enum Outcome {
     Taken {
         dropped: BTreeMap<&'static str, u64>,
     },
+    /// Held by a sink that writes later (the archive), which counts its items itself as
+    /// they are written or lost.
+    Held,
 }
 
 impl Outcome {
@@ -106,6 +112,7 @@ pub(crate) enum Transport {
     Statsd(Box<statsd::StatsdSink>),
     Prometheus(Box<prometheus::PrometheusSink>),
     ClickHouse(Box<clickhouse::ClickHouseSink>),
+    Archive(Box<ArchiveSink>),
 }
 
 impl Transport {
@@ -124,7 +131,31 @@ impl Transport {
             SinkConfig::ClickHouse(c) => {
                 Self::ClickHouse(Box::new(clickhouse::ClickHouseSink::new(c)?))
             }
+            SinkConfig::Archive(c) => Self::Archive(Box::new(ArchiveSink::new(c)?)),
         })
+    }
+
+    /// Starts what the transport runs beside the sends, counting into its sink's `queue`.
+    pub(crate) fn bind(&self, queue: &Arc<SinkQueue>) {
+        if let Self::Archive(a) = self {
+            a.bind(Arc::clone(queue));
+        }
+    }
+
+    /// The archive's counters, for an archive.
+    pub(crate) fn archive_stats(&self) -> Option<ArchiveStats> {
+        match self {
+            Self::Archive(a) => Some(a.stats()),
+            _ => None,
+        }
+    }
+
+    /// Once the queue is drained and every send done: writes what the transport still
+    /// holds.
+    pub(crate) async fn close(&self) {
+        if let Self::Archive(a) = self {
+            a.close().await;
+        }
     }
 
     /// What is sent for `batch`, made once for all its attempts.
@@ -137,6 +168,7 @@ impl Transport {
             // It reads the batch's request itself.
             Self::Prometheus(_) => Ok(Bytes::new()),
             Self::ClickHouse(c) => c.encode(batch),
+            Self::Archive(_) => ArchiveSink::check(batch).map(|()| Bytes::new()),
         }
     }
 
@@ -151,6 +183,7 @@ impl Transport {
             Self::Statsd(s) => s.send(payload).await,
             Self::Prometheus(p) => p.send(batch),
             Self::ClickHouse(c) => c.send(payload, done).await,
+            Self::Archive(a) => a.send(batch).await,
         }
     }
 }
