@@ -129,7 +129,7 @@ fn drain(ring: &mut Ring, data_size: usize) {
     ring.drain(|record| match record {
         Record::Sample(body) => {
             assert!(body.len() < data_size);
-            if let Ok(sample) = Sample::parse(body) {
+            if let Ok(sample) = Sample::parse(body, false) {
                 let _ = decode_event(Signal::Metrics, sample.fields());
             }
         }

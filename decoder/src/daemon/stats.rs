@@ -30,6 +30,7 @@ pub(crate) struct Stats {
     batches: PerSignal,
     batched_items: PerSignal,
     eventheader_unmapped: AtomicU64,
+    forged_writer_attributes: AtomicU64,
     // Rare and keyed by label or CPU: maps behind a mutex.
     malformed: Mutex<BTreeMap<&'static str, u64>>,
     reader: Mutex<ReaderCounts>,
@@ -59,6 +60,13 @@ impl Stats {
     /// attributes).
     pub(crate) fn eventheader_unmapped(&self, n: u64) {
         self.eventheader_unmapped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// An event's payload carried `n` attributes under the decoder's reserved
+    /// `user_events.writer.` prefix, removed before the writer's own were added.
+    pub(crate) fn forged_writer_attributes(&self, n: u64) {
+        self.forged_writer_attributes
+            .fetch_add(n, Ordering::Relaxed);
     }
 
     /// An event was skipped for `reason`.
@@ -117,6 +125,7 @@ impl Stats {
             batches: per(&self.batches),
             batched_items: per(&self.batched_items),
             eventheader_unmapped: self.eventheader_unmapped.load(Ordering::Relaxed),
+            forged_writer_attributes: self.forged_writer_attributes.load(Ordering::Relaxed),
             malformed,
             kernel_lost,
             corrupt_records,
@@ -141,6 +150,9 @@ pub struct Snapshot {
     pub batched_items: BTreeMap<Signal, u64>,
     /// Fields of EventHeader events that no OTLP field fits, kept as attributes.
     pub eventheader_unmapped: u64,
+    /// Attributes under the reserved `user_events.writer.` prefix that payloads carried,
+    /// removed (the decoder writes those from the kernel's sample).
+    pub forged_writer_attributes: u64,
     /// Events skipped, by reason.
     pub malformed: BTreeMap<&'static str, u64>,
     /// Records the kernel dropped because a ring was full, per CPU.
@@ -227,6 +239,16 @@ impl Snapshot {
                     .collect(),
             ),
             sum(
+                "ue_decoder.forged_writer_attributes",
+                "{attribute}",
+                "Attributes under the reserved user_events.writer. prefix that payloads carried, removed",
+                if self.forged_writer_attributes > 0 {
+                    vec![point(vec![], self.forged_writer_attributes)]
+                } else {
+                    vec![]
+                },
+            ),
+            sum(
                 "ue_decoder.kernel_lost",
                 "{record}",
                 "Records the kernel dropped because a perf ring was full",
@@ -308,6 +330,13 @@ impl fmt::Display for Snapshot {
                 f,
                 "EventHeader fields kept as attributes (no OTLP field) {}",
                 self.eventheader_unmapped
+            )?;
+        }
+        if self.forged_writer_attributes > 0 {
+            writeln!(
+                f,
+                "forged user_events.writer.* attributes removed {}",
+                self.forged_writer_attributes
             )?;
         }
         writeln!(

@@ -1267,7 +1267,8 @@ mod tests {
         let mut ok = Ev::new("E");
         ok.meta("tagged", VALUE64 | 0x80, SIGNED | 0x80);
         ok.meta.extend_from_slice(&7u16.to_le_bytes());
-        ok.data(&1i64.to_le_bytes()).meta("pair", VALUE64 | CARRAY, 0);
+        ok.data(&1i64.to_le_bytes())
+            .meta("pair", VALUE64 | CARRAY, 0);
         ok.meta.extend_from_slice(&2u16.to_le_bytes());
         ok.data(&[0; 16]);
         assert!(decoder.decode("p_L4K1", &ok.bytes(4)).is_ok());
