@@ -10,13 +10,13 @@ use std::time::SystemTime;
 use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use ue_proto::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use ue_proto::metrics::v1::{
-    AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
     metric::Data, number_data_point,
 };
 use ue_proto::resource::v1::Resource;
 
 use crate::decode::Signal;
-use crate::sink::SinkSnapshot;
+use crate::sink::{DiskSnapshot, SinkSnapshot};
 
 /// One counter per signal, indexed by [`idx`].
 type PerSignal = [AtomicU64; Signal::ALL.len()];
@@ -284,7 +284,57 @@ impl Snapshot {
             "Items the sinks dropped",
             dropped,
         ));
-        metrics.retain(|m| matches!(&m.data, Some(Data::Sum(s)) if !s.data_points.is_empty()));
+        // The on-disk queues (`--queue-dir`), for the sinks that have one: the same
+        // counters as the admin endpoint's `ue_decoder_sink_disk_*` families.
+        let per_disk = |f: &dyn Fn(&DiskSnapshot) -> u64| {
+            self.sinks
+                .iter()
+                .filter_map(|k| {
+                    Some(point(
+                        vec![attr("sink", k.name.clone())],
+                        f(k.disk.as_ref()?),
+                    ))
+                })
+                .collect::<Vec<_>>()
+        };
+        metrics.push(Metric {
+            name: "ue_decoder.sink.disk.bytes".into(),
+            description: "Bytes of each sink's queue files (what --queue-max-bytes bounds)".into(),
+            unit: "By".into(),
+            metadata: vec![],
+            data: Some(Data::Gauge(Gauge {
+                data_points: per_disk(&|d| d.file_bytes),
+            })),
+        });
+        metrics.push(sum(
+            "ue_decoder.sink.disk.replayed_items",
+            "{item}",
+            "Items found in each sink's queue files at start and sent on",
+            per_disk(&|d| d.replayed_items),
+        ));
+        metrics.push(sum(
+            "ue_decoder.sink.disk.possible_duplicate_items",
+            "{item}",
+            "Items in flight when the decoder last stopped, sent again",
+            per_disk(&|d| d.possible_duplicate_items),
+        ));
+        metrics.push(sum(
+            "ue_decoder.sink.disk.corrupt_records",
+            "{record}",
+            "Corrupt stretches skipped in each sink's queue files (their items unknown)",
+            per_disk(&|d| d.corrupt_records),
+        ));
+        metrics.push(sum(
+            "ue_decoder.sink.disk.corrupt_bytes",
+            "By",
+            "Bytes of those stretches, of unreadable segment files, and of torn records cut off",
+            per_disk(&|d| d.corrupt_bytes.saturating_add(d.truncated_bytes)),
+        ));
+        metrics.retain(|m| match &m.data {
+            Some(Data::Sum(s)) => !s.data_points.is_empty(),
+            Some(Data::Gauge(g)) => !g.data_points.is_empty(),
+            _ => false,
+        });
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(Resource {
@@ -417,5 +467,81 @@ mod tests {
             panic!("ue_decoder.items is a sum")
         };
         assert_eq!(items.data_points.len(), 3, "one point per signal");
+        assert!(
+            !names.iter().any(|n| n.starts_with("ue_decoder.sink.disk")),
+            "no disk queue, no disk metrics: {names:?}"
+        );
+    }
+
+    #[test]
+    fn the_disk_queues_counters_are_self_metrics() {
+        let disk = DiskSnapshot {
+            file_bytes: 4096,
+            replayed_items: 12,
+            possible_duplicate_items: 3,
+            corrupt_records: 2,
+            corrupt_bytes: 100,
+            truncated_bytes: 7,
+            ..Default::default()
+        };
+        let sinks = vec![
+            SinkSnapshot {
+                name: "otlp-http a".into(),
+                disk: Some(disk),
+                ..Default::default()
+            },
+            SinkSnapshot {
+                name: "stdout".into(),
+                ..Default::default()
+            },
+        ];
+        let otlp = Stats::default()
+            .snapshot(sinks)
+            .to_otlp(SystemTime::UNIX_EPOCH, SystemTime::now());
+        let metrics = &otlp.resource_metrics[0].scope_metrics[0].metrics;
+        let points = |name: &str| {
+            let m = metrics
+                .iter()
+                .find(|m| m.name == name)
+                .unwrap_or_else(|| panic!("{name} missing"));
+            let points = match &m.data {
+                Some(Data::Sum(s)) => {
+                    assert!(s.is_monotonic, "{name}");
+                    &s.data_points
+                }
+                Some(Data::Gauge(g)) => &g.data_points,
+                other => panic!("{name}: {other:?}"),
+            };
+            points
+                .iter()
+                .map(|p| {
+                    let sink = match &p.attributes[0].value.as_ref().unwrap().value {
+                        Some(any_value::Value::StringValue(s)) => s.clone(),
+                        v => panic!("{v:?}"),
+                    };
+                    let Some(number_data_point::Value::AsInt(v)) = p.value else {
+                        panic!("{name}: not an integer")
+                    };
+                    (sink, v)
+                })
+                .collect::<Vec<_>>()
+        };
+        let one = |v| vec![("otlp-http a".to_owned(), v)];
+        assert_eq!(points("ue_decoder.sink.disk.bytes"), one(4096));
+        assert_eq!(points("ue_decoder.sink.disk.replayed_items"), one(12));
+        assert_eq!(
+            points("ue_decoder.sink.disk.possible_duplicate_items"),
+            one(3)
+        );
+        assert_eq!(points("ue_decoder.sink.disk.corrupt_records"), one(2));
+        assert_eq!(points("ue_decoder.sink.disk.corrupt_bytes"), one(107));
+        assert!(matches!(
+            metrics
+                .iter()
+                .find(|m| m.name == "ue_decoder.sink.disk.bytes")
+                .unwrap()
+                .data,
+            Some(Data::Gauge(_))
+        ));
     }
 }
