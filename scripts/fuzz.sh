@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(perf_data event_fields otlp_buffer ring batch)
+[ ${#targets[@]} -gt 0 ] || targets=(perf_data event_fields otlp_buffer ring batch eventheader)
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
     rustup toolchain install nightly --profile minimal

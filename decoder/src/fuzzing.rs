@@ -11,7 +11,8 @@ use ue_wire::layout;
 use crate::batch::{Batch, BatchConfig, Batcher, Incoming};
 use crate::capture::PerfDataReader;
 use crate::decode::{
-    Request, Signal, TracepointNames, decode_event, otlp_json_line, validate_request,
+    EventHeaderDecoder, Request, Signal, TracepointNames, decode_event, is_eventheader_tracepoint,
+    otlp_json_line, validate_request,
 };
 use crate::kernel::{Record, Ring, RingMemory, Sample};
 
@@ -48,6 +49,45 @@ pub fn event_fields(bytes: &[u8]) {
     if let Ok(request) = decode_event(signal, fields) {
         assert_eq!(request.signal(), signal);
         let _ = otlp_json_line(&request);
+    }
+}
+
+/// An EventHeader event as the live reader hands it to the decoder: `name_len:u8`, the
+/// tracepoint's name (`<provider>_L<level>K<keyword>`, as lossy UTF-8), then the event's
+/// fields. Decoded twice by one decoder (its enumerator state is reused between events),
+/// which must give the same request both times: a request whose items survive an encoding
+/// round trip and the OTLP check the forwarding path applies.
+pub fn eventheader(bytes: &[u8]) {
+    let Some((&name_len, rest)) = bytes.split_first() else {
+        return;
+    };
+    let (name, fields) = rest.split_at(usize::from(name_len).min(rest.len()));
+    let name = String::from_utf8_lossy(name);
+    // The reader only opens tracepoints with such names; others are decoded all the same.
+    let _ = is_eventheader_tracepoint(&name);
+    let mut decoder = EventHeaderDecoder::new();
+    let first = decoder.decode(&name, fields);
+    let again = decoder.decode(&name, fields);
+    match (first, again) {
+        (Ok(first), Ok(again)) => {
+            // Compared encoded: a NaN field is not equal to itself.
+            let encoded = first.request.encode_to_vec();
+            assert_eq!(
+                encoded,
+                again.request.encode_to_vec(),
+                "a reused decoder changed its mind"
+            );
+            assert_eq!(first.unmapped, again.unmapped);
+            let request = first.request;
+            assert_eq!(
+                validate_request(request.signal(), &encoded),
+                Ok(request.items()),
+                "a decoded event encodes to a request the forwarding path rejects"
+            );
+            let _ = otlp_json_line(&request);
+        }
+        (Err(a), Err(b)) => assert_eq!(a.reason(), b.reason()),
+        (a, b) => panic!("decoding the same event twice gave {a:?} then {b:?}"),
     }
 }
 
@@ -129,7 +169,7 @@ fn drain(ring: &mut Ring, data_size: usize) {
     ring.drain(|record| match record {
         Record::Sample(body) => {
             assert!(body.len() < data_size);
-            if let Ok(sample) = Sample::parse(body) {
+            if let Ok(sample) = Sample::parse(body, false) {
                 let _ = decode_event(Signal::Metrics, sample.fields());
             }
         }

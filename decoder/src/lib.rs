@@ -63,8 +63,9 @@ pub use daemon::{
 };
 pub use decode::{
     EventHeaderDecoder, EventHeaderError, EventHeaderEvent, Invalid, Malformed, Request, Signal,
-    TracepointNames, check_event, decode_event, is_eventheader_tracepoint, otlp_json,
-    otlp_json_line, validate_request,
+    TracepointNames, WRITER_CGROUP_ID, WRITER_PID, WRITER_PREFIX, Writer, check_event,
+    decode_event, is_eventheader_tracepoint, otlp_json, otlp_json_line, stamp_writer,
+    validate_request,
 };
 pub use kernel::{
     Dropped, Event, Format, FormatError, FormatField, LayoutMismatch, PrivilegeError, ReaderConfig,

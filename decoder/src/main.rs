@@ -283,6 +283,11 @@ struct RunArgs {
     /// a daemon started as another user than root still clears its capabilities then.
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
+    /// Forward the payloads' resources as written: without the writer as the kernel saw it
+    /// (process.pid, user_events.writer.pid and user_events.writer.cgroup_id), and keeping
+    /// any user_events.writer.* attributes a payload claims.
+    #[arg(long)]
+    no_writer_identity: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -313,6 +318,11 @@ struct DecodeArgs {
     /// With an endpoint: wait this long for the sends to finish.
     #[arg(long, default_value_t = 30)]
     shutdown_secs: u64,
+    /// Leave the resources as written: without the writer's pid from the capture's samples
+    /// (process.pid, user_events.writer.pid), and keeping any user_events.writer.*
+    /// attributes a payload claims.
+    #[arg(long)]
+    no_writer_identity: bool,
 }
 
 fn parse_sync(s: &str) -> Result<ue_decoder::SyncPolicy, String> {
@@ -606,8 +616,15 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             addr,
             unhealthy_after: Duration::from_secs(args.unhealthy_after_secs),
         }),
+        writer_identity: !args.no_writer_identity,
     };
     let source = PerfSource::open(reader, &names, &signals)?;
+    if !args.no_writer_identity && !source.reader().samples_cgroup() {
+        eprintln!(
+            "ue-decoder: this kernel does not sample the writer's cgroup (PERF_SAMPLE_CGROUP, \
+             Linux 5.7): resources carry user_events.writer.pid only"
+        );
+    }
     // Everything privileged is done: drop it before any thread starts (capabilities are
     // per thread).
     if args.user.is_some() || !nix::unistd::Uid::effective().is_root() {
@@ -650,6 +667,7 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     };
     let sinks = args.sinks.configs(true)?;
     let mut reader = PerfDataReader::open(&args.capture, &names)?;
+    reader.set_writer_identity(!args.no_writer_identity);
     let progress = std::io::stderr()
         .is_terminal()
         .then(|| ProgressBar::start(reader.progress()));

@@ -138,3 +138,81 @@ pub fn gettid() -> u32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() as u32 }
 }
+
+/// The id the kernel samples as this process's cgroup (`PERF_SAMPLE_CGROUP`): that of its
+/// cgroup in the hierarchy the perf_event controller is bound to (a v1 hierarchy of its
+/// own, or else cgroup2, listed as `0::` only once mounted), 1 for the root of either.
+pub fn own_cgroup_id() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
+    let v1 = cgroups.lines().find_map(|l| {
+        let mut fields = l.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "perf_event")
+            .then_some(path)
+    });
+    let path = match v1 {
+        Some(path) => {
+            assert_eq!(
+                path, "/",
+                "this process is in a perf_event (v1) cgroup: {cgroups}"
+            );
+            path
+        }
+        None => cgroups
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or("/"),
+    };
+    if path == "/" {
+        return 1;
+    }
+    std::fs::metadata(format!("/sys/fs/cgroup{path}"))
+        .expect("stat this process's cgroup")
+        .ino()
+}
+
+/// Checks that every resource of `request` ends with the writer attributes the decoder
+/// stamps for a writer `pid` in cgroup `cgroup_id` (`process.pid`, as the tests' writers
+/// set none, then `user_events.writer.pid` and `user_events.writer.cgroup_id`), and removes
+/// them: what is left is the request as the writer wrote it.
+pub fn strip_writer(request: &mut ue_decoder::Request, pid: u32, cgroup_id: u64) {
+    use ue_decoder::Request;
+    use ue_decoder::proto::resource::v1::Resource;
+    let resources: Vec<&mut Option<Resource>> = match request {
+        Request::Metrics(r) => r
+            .resource_metrics
+            .iter_mut()
+            .map(|r| &mut r.resource)
+            .collect(),
+        Request::Traces(r) => r
+            .resource_spans
+            .iter_mut()
+            .map(|r| &mut r.resource)
+            .collect(),
+        Request::Logs(r) => r
+            .resource_logs
+            .iter_mut()
+            .map(|r| &mut r.resource)
+            .collect(),
+    };
+    for resource in resources {
+        let attributes = &mut resource.as_mut().expect("a stamped resource").attributes;
+        let writer = attributes.split_off(attributes.len().saturating_sub(3));
+        let pid = i64::from(pid);
+        assert_eq!(
+            writer,
+            [
+                crate::otlp::int("process.pid", pid),
+                crate::otlp::int(ue_decoder::WRITER_PID, pid),
+                crate::otlp::int(ue_decoder::WRITER_CGROUP_ID, cgroup_id as i64),
+            ],
+            "the writer as the kernel saw it"
+        );
+        if attributes.is_empty() {
+            *resource = None;
+        }
+    }
+}

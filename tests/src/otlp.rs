@@ -197,6 +197,17 @@ pub fn string(key: &str, value: &str) -> KeyValue {
     }
 }
 
+/// An integer attribute.
+pub fn int(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
 /// A resource with this service name.
 pub fn resource(service: &str) -> Option<Resource> {
     Some(Resource {

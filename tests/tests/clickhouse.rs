@@ -250,6 +250,7 @@ fn start_daemon(
         stats_interval: Duration::from_secs(3600),
         self_metrics: false,
         admin: None,
+        writer_identity: true,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let daemon = rt.spawn(ue_decoder::run(

@@ -48,6 +48,7 @@ fn config(sinks: Vec<SinkConfig>, batch: BatchConfig, stats: Duration) -> RunCon
         stats_interval: stats,
         self_metrics: false,
         admin: None,
+        writer_identity: true,
     }
 }
 
@@ -507,8 +508,28 @@ fn the_admin_endpoint_serves_counters_health_and_readiness() {
 
 /// Sets every resource's service name and every scope's name in an encoded request.
 fn relabel(signal: Signal, request: &[u8], service: &str, scope: &str) -> Vec<u8> {
+    relabel_resource(signal, request, otlp::resource(service), scope)
+}
+
+/// A request as the daemon forwards it from the writer `pid`: `relabel`'s resource with
+/// the writer's attributes after the payload's (no cgroup id: the in-memory source has
+/// none).
+fn as_forwarded(signal: Signal, request: &[u8], service: &str, scope: &str, pid: u32) -> Vec<u8> {
+    let mut resource = otlp::resource(service).unwrap();
+    for key in ["process.pid", ue_decoder::WRITER_PID] {
+        resource.attributes.push(otlp::int(key, i64::from(pid)));
+    }
+    relabel_resource(signal, request, Some(resource), scope)
+}
+
+/// Sets every resource and every scope's name in an encoded request.
+fn relabel_resource(
+    signal: Signal,
+    request: &[u8],
+    resource: Option<ue_decoder::proto::resource::v1::Resource>,
+    scope: &str,
+) -> Vec<u8> {
     use ue_decoder::proto::collector::{logs, metrics, trace};
-    let resource = otlp::resource(service);
     let scope = Some(ue_decoder::proto::common::v1::InstrumentationScope {
         name: scope.into(),
         version: "1.0".into(),
@@ -571,8 +592,9 @@ fn flat(signal: Signal, requests: impl IntoIterator<Item = Vec<u8>>) -> Vec<Vec<
 
 /// The fast path (events checked, their bytes appended into batches, compressed once for
 /// all sinks, several requests in flight, acknowledged in any order) delivers exactly what
-/// was written: every data point, span and log record, with its own resource and scope,
-/// once, to each sink, over HTTP and gRPC, compressed or not.
+/// was written: every data point, span and log record, with its own resource (and the
+/// writer's pid added to it) and scope, once, to each sink, over HTTP and gRPC, compressed
+/// or not.
 #[test]
 fn the_receiver_gets_exactly_what_the_applications_wrote() {
     let rt = tests::runtime();
@@ -613,6 +635,7 @@ fn the_receiver_gets_exactly_what_the_applications_wrote() {
         &source,
         config(sinks, batch, Duration::from_secs(3600)),
     );
+    // What the daemon forwards: each request with its writer's pid on every resource.
     let mut written: Vec<(Signal, Vec<u8>)> = Vec::new();
     for i in 0..300usize {
         let service = ["checkout", "cart", "web"][i % 3];
@@ -628,9 +651,13 @@ fn the_receiver_gets_exactly_what_the_applications_wrote() {
                 otlp::logs_request(&format!("l{i}"), 1 + i % 4).encode_to_vec(),
             ),
         };
-        let request = relabel(signal, &request, service, scope);
-        assert!(source.write((i % 4) as u32, signal, &request));
-        written.push((signal, request));
+        assert!(source.write(
+            (i % 4) as u32,
+            signal,
+            &relabel(signal, &request, service, scope)
+        ));
+        let pid = std::process::id();
+        written.push((signal, as_forwarded(signal, &request, service, scope, pid)));
     }
     let (s, _) = daemon.stop(&rt);
     assert_eq!(s.kernel_lost_total(), 0);

@@ -60,11 +60,16 @@ fn nanos(ms: u64) -> u64 {
     content::BASE_UNIX_NANOS + ms * 1_000_000
 }
 
-fn resource() -> Resource {
+/// The resource the writer's events carry, and after it the writer `pid` the decoder adds
+/// from the capture's samples.
+fn resource(pid: Option<i32>) -> Resource {
+    let pid = i64::from(pid.expect("perf record records the writer's pid"));
     Resource {
         attributes: vec![
             kv("service.name", string(content::SERVICE_NAME)),
             kv("service.instance.id", string(content::SERVICE_INSTANCE)),
+            kv("process.pid", Value::IntValue(pid)),
+            kv(ue_decoder::WRITER_PID, Value::IntValue(pid)),
         ],
         ..Default::default()
     }
@@ -238,7 +243,7 @@ fn every_log_record_arrives_with_every_field_written() {
         };
         assert_eq!(request.resource_logs.len(), 1);
         let rl = &request.resource_logs[0];
-        assert_eq!(rl.resource.as_ref(), Some(&resource()));
+        assert_eq!(rl.resource.as_ref(), Some(&resource(event.pid)));
         assert_eq!(rl.scope_logs.len(), 1);
         assert_eq!(
             rl.scope_logs[0].scope.as_ref(),
@@ -265,7 +270,7 @@ fn every_span_arrives_with_its_parent_links_and_status() {
             continue;
         };
         let rs = &request.resource_spans[0];
-        assert_eq!(rs.resource.as_ref(), Some(&resource()));
+        assert_eq!(rs.resource.as_ref(), Some(&resource(event.pid)));
         assert_eq!(
             rs.scope_spans[0].scope.as_ref().map(|s| s.name.as_str()),
             Some(content::TRACES_PROVIDER)

@@ -127,3 +127,8 @@ fn ring() {
 fn batch() {
     replay("batch", ue_decoder::fuzzing::batch);
 }
+
+#[test]
+fn eventheader() {
+    replay("eventheader", ue_decoder::fuzzing::eventheader);
+}

@@ -23,9 +23,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ue_decoder::{
-    PerfDataDecoded, PerfDataError, PerfDataReader, Signal, TracepointNames, decode_perf_data,
-    otlp_json_line,
+    PerfDataDecoded, PerfDataError, PerfDataEvent, PerfDataReader, Request, Signal,
+    TracepointNames, WRITER_PID, decode_perf_data, otlp_json_line,
 };
+use ue_proto::resource::v1::Resource;
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/examples.perf.data");
 const FIXTURE_Z: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/examples.z.perf.data");
@@ -41,6 +42,48 @@ const EXPECTED: &str = concat!(
 
 fn decode_fixture() -> PerfDataDecoded {
     decode_perf_data(Path::new(FIXTURE), &TracepointNames::default()).expect("fixture decodes")
+}
+
+/// The request as the application wrote it: the writer's attributes the reader appends to
+/// each resource from the sample's pid (`process.pid`, as the examples set none, then
+/// `user_events.writer.pid`) checked, then removed.
+fn as_written(event: &PerfDataEvent) -> Request {
+    let pid = i64::from(event.pid.expect("perf record records the writer's pid"));
+    let mut request = event.request.clone();
+    let resources: Vec<&mut Option<Resource>> = match &mut request {
+        Request::Metrics(r) => r
+            .resource_metrics
+            .iter_mut()
+            .map(|r| &mut r.resource)
+            .collect(),
+        Request::Traces(r) => r
+            .resource_spans
+            .iter_mut()
+            .map(|r| &mut r.resource)
+            .collect(),
+        Request::Logs(r) => r
+            .resource_logs
+            .iter_mut()
+            .map(|r| &mut r.resource)
+            .collect(),
+    };
+    assert!(!resources.is_empty());
+    for resource in resources {
+        let attributes = &mut resource.as_mut().expect("a resource").attributes;
+        let writer = attributes.split_off(attributes.len().saturating_sub(2));
+        assert_eq!(
+            writer,
+            [
+                tests::otlp::int("process.pid", pid),
+                tests::otlp::int(WRITER_PID, pid)
+            ]
+        );
+        assert!(
+            !attributes.is_empty(),
+            "the SDK's resource attributes are kept"
+        );
+    }
+    request
 }
 
 fn json_lines(decoded: &PerfDataDecoded) -> String {
@@ -183,15 +226,37 @@ fn fixture_holds_everything_the_examples_wrote() {
     assert_eq!(metrics["items_written"], 3 * (10 + 1 + 1));
     assert_eq!(spans["items_written"], 5 * 3);
 
-    // Every OTLP byte arrived: re-encoding gives the examples' byte counts.
+    // Every OTLP byte arrived: re-encoding, without the writer's attributes the reader
+    // added, gives the examples' byte counts.
     for (signal, example) in [(Signal::Metrics, metrics), (Signal::Traces, spans)] {
         let bytes: usize = decoded
             .events
             .iter()
             .filter(|e| e.request.signal() == signal)
-            .map(|e| e.request.encoded_len())
+            .map(|e| as_written(e).encoded_len())
             .sum();
         assert_eq!(bytes as u64, example["bytes_written"], "{signal}");
+    }
+}
+
+#[test]
+fn without_writer_identity_the_requests_are_as_written() {
+    for capture in [FIXTURE, LOGS] {
+        let stamped = decode_perf_data(Path::new(capture), &TracepointNames::default()).unwrap();
+        let mut reader = PerfDataReader::open(Path::new(capture), &TracepointNames::default())
+            .expect("the capture opens");
+        reader.set_writer_identity(false);
+        let mut plain = Vec::new();
+        while let Some(event) = reader.next_event().unwrap() {
+            plain.push(event.request);
+        }
+        let unstamped: Vec<Request> = stamped.events.iter().map(as_written).collect();
+        assert_eq!(plain.len(), stamped.events.len(), "{capture}");
+        assert!(
+            plain == unstamped,
+            "{capture}: the writer's attributes are all that differ"
+        );
+        assert_eq!(stamped.stats.forged_writer_attributes, 0);
     }
 }
 
@@ -459,7 +524,6 @@ fn corrupted_bytes_never_panic() {
 
 #[test]
 fn a_capture_of_log_records_holds_every_record_the_example_wrote() {
-    use ue_decoder::Request;
     use ue_proto::common::v1::any_value::Value;
 
     let decoded = decode_perf_data(Path::new(LOGS), &TracepointNames::default()).unwrap();
@@ -479,7 +543,11 @@ fn a_capture_of_log_records_holds_every_record_the_example_wrote() {
         BTreeMap::from([(Signal::Logs, logs["items_written"])])
     );
     assert_eq!(logs["items_written"], 12, "the example's argument");
-    let bytes: usize = decoded.events.iter().map(|e| e.request.encoded_len()).sum();
+    let bytes: usize = decoded
+        .events
+        .iter()
+        .map(|e| as_written(e).encoded_len())
+        .sum();
     assert_eq!(
         bytes as u64, logs["bytes_written"],
         "every OTLP byte arrived"

@@ -306,6 +306,7 @@ fn prometheus_scrapes_what_the_applications_wrote() {
         stats_interval: Duration::from_secs(3600),
         self_metrics: false,
         admin: None,
+        writer_identity: true,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let daemon = rt.spawn(ue_decoder::run(
@@ -459,11 +460,16 @@ fn prometheus_scrapes_what_the_applications_wrote() {
         "payload_size_bytes_count",
         &[(labels("payload_size_bytes_count", &[]), 3.0)],
     );
+    // The resource's other attributes, the writer the decoder stamped among them (this
+    // process: the in-memory source's events carry its pid).
+    let pid = std::process::id().to_string();
     let target: BTreeMap<String, String> = [
         ("__name__", "target_info"),
         ("job", "shop/checkout"),
         ("instance", "i-1"),
         ("host_name", "test-host"),
+        ("process_pid", &pid),
+        ("user_events_writer_pid", &pid),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

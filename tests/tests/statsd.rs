@@ -109,6 +109,7 @@ fn metrics_arrive_as_dogstatsd_lines_and_other_signals_do_not() {
         stats_interval: Duration::from_secs(3600),
         self_metrics: false,
         admin: None,
+        writer_identity: true,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let daemon = rt.spawn(ue_decoder::run(

@@ -114,6 +114,19 @@ impl Tracepoint {
         }
     }
 
+    /// Writes `fields` as the event's fields, byte for byte, in one `writev`: for tests
+    /// that write events of another layout, or malformed ones. Returns the errno on failure.
+    pub fn write_fields(&self, fields: &[u8]) -> Result<(), i32> {
+        let mut data = [
+            EventDataDescriptor::zero(),
+            EventDataDescriptor::from_bytes(fields),
+        ];
+        match self.state.write(&mut data) {
+            0 => Ok(()),
+            errno => Err(errno),
+        }
+    }
+
     /// Unregisters now, before the drop; later writes do nothing.
     pub fn unregister(&self) {
         self.state.unregister();

@@ -263,6 +263,7 @@ fn main() -> Result<()> {
         stats_interval: Duration::from_secs(3600),
         self_metrics: false,
         admin: None,
+        writer_identity: true,
     };
 
     // As many events as 8 perf rings of 1 MiB hold.

@@ -35,7 +35,8 @@ use linux_perf_data::linux_perf_event_reader::{
 use ue_wire::layout;
 
 use crate::decode::{
-    EventHeaderDecoder, EventHeaderEvent, check_event, decode_event, is_eventheader_tracepoint,
+    EventHeaderDecoder, EventHeaderEvent, Writer, check_event, decode_event,
+    is_eventheader_tracepoint, stamp_writer,
 };
 use crate::decode::{Request, Signal, TracepointNames};
 
@@ -94,6 +95,10 @@ pub struct PerfDataStats {
     /// Fields of decoded EventHeader events that no OTLP field fits, kept as attributes
     /// ([`EventHeaderEvent::unmapped`](crate::EventHeaderEvent::unmapped)).
     pub unmapped: u64,
+    /// Attributes under the reserved `user_events.writer.` prefix that payloads carried,
+    /// removed before the writer's own were stamped
+    /// ([`PerfDataReader::set_writer_identity`]).
+    pub forged_writer_attributes: u64,
 }
 
 impl PerfDataStats {
@@ -134,6 +139,13 @@ impl std::fmt::Display for PerfDataStats {
         )?;
         if self.unmapped > 0 {
             write!(f, ", unmapped EventHeader fields {}", self.unmapped)?;
+        }
+        if self.forged_writer_attributes > 0 {
+            write!(
+                f,
+                ", forged user_events.writer.* attributes removed {}",
+                self.forged_writer_attributes
+            )?;
         }
         if self.split_rounds > 0 {
             write!(
@@ -287,6 +299,10 @@ pub struct PerfDataReader {
     done: bool,
     /// How far into the file reading has got, for a progress display.
     progress: ReadProgress,
+    /// Stamp each request with its writer's pid, when the capture recorded it.
+    writer_identity: bool,
+    /// The stamped request, reused from event to event.
+    stamped: Vec<u8>,
 }
 
 /// How much of a capture has been read: a cheap handle another thread can poll.
@@ -434,7 +450,19 @@ impl PerfDataReader {
             decoded: 0,
             done: false,
             progress,
+            writer_identity: true,
+            stamped: Vec::new(),
         })
+    }
+
+    /// Whether each request is stamped with its writer as the capture recorded it (on by
+    /// default): `process.pid` (when the payload's resource has none) and
+    /// `user_events.writer.pid` from the sample's `PERF_SAMPLE_TID`, on every resource,
+    /// replacing any `user_events.writer.*` attribute the payload carried (see
+    /// [`stamp_writer`]). `perf record` records no cgroup id unless asked
+    /// (`--all-cgroups`), and this reader does not read it.
+    pub fn set_writer_identity(&mut self, on: bool) {
+        self.writer_identity = on;
     }
 
     /// The file's events (perf event names, `attr #N` for unnamed ones), in attr order.
@@ -543,10 +571,27 @@ impl PerfDataReader {
                 let fields = raw
                     .as_deref()
                     .map(|raw| raw.get(layout::TRACE_ENTRY_LEN..).unwrap_or_default());
-                match fields
+                let writer = writer_of(self.writer_identity, &sample);
+                let checked = match fields
                     .ok_or("no_raw")
                     .and_then(|fields| check_event(signal, fields).map_err(|e| e.reason()))
                 {
+                    Ok((request, items)) => match writer {
+                        Some(writer) => {
+                            self.stamped.clear();
+                            match stamp_writer(request, writer, &mut self.stamped) {
+                                Ok(forged) => {
+                                    self.stats.forged_writer_attributes += forged;
+                                    Ok((&self.stamped[..], items))
+                                }
+                                Err(_) => Err("invalid_otlp"),
+                            }
+                        }
+                        None => Ok((request, items)),
+                    },
+                    Err(reason) => Err(reason),
+                };
+                match checked {
                     Ok((request, items)) => {
                         add(&mut self.stats.requests, signal, 1);
                         add(&mut self.stats.items, signal, items);
@@ -573,6 +618,22 @@ impl PerfDataReader {
                     },
                 ),
             };
+            let decoded = match (decoded, writer_of(self.writer_identity, &sample)) {
+                (Ok(request), Some(writer)) => {
+                    // Not the forwarding path: decoded again after stamping, so that both
+                    // paths stamp alike.
+                    self.stamped.clear();
+                    let signal = request.signal();
+                    stamp_writer(&request.encode_to_vec(), writer, &mut self.stamped)
+                        .ok()
+                        .and_then(|forged| {
+                            self.stats.forged_writer_attributes += forged;
+                            Request::decode(signal, &self.stamped).ok()
+                        })
+                        .ok_or("invalid_otlp")
+                }
+                (decoded, _) => decoded,
+            };
             match decoded {
                 Ok(request) => {
                     let signal = request.signal();
@@ -587,6 +648,15 @@ impl PerfDataReader {
         }
         Ok(false)
     }
+}
+
+/// The sample's writer, if stamping is `on` and the capture recorded its pid.
+fn writer_of(on: bool, sample: &SampleRecord<'_>) -> Option<Writer> {
+    let pid = u32::try_from(sample.pid?).ok()?;
+    on.then_some(Writer {
+        pid,
+        cgroup_id: None,
+    })
 }
 
 impl Iterator for PerfDataReader {

@@ -219,6 +219,12 @@ pub(crate) fn prometheus(s: &Snapshot, started: SystemTime) -> String {
         "EventHeader fields that no OTLP field fits, kept as attributes.",
         &[(vec![], s.eventheader_unmapped)],
     );
+    counter(
+        &mut out,
+        "ue_decoder_forged_writer_attributes_total",
+        "Attributes under the reserved user_events.writer. prefix that payloads carried, removed.",
+        &[(vec![], s.forged_writer_attributes)],
+    );
     let per_sink = |f: &dyn Fn(&super::super::sink::SinkSnapshot) -> u64| {
         s.sinks
             .iter()
@@ -552,7 +558,7 @@ mod tests {
         let mut unique = types.clone();
         unique.dedup();
         assert_eq!(types.len(), unique.len());
-        assert_eq!(types.len(), 34);
+        assert_eq!(types.len(), 35);
     }
 
     #[test]

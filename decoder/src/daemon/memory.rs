@@ -129,6 +129,7 @@ impl EventSource for MemorySource {
                         time_ns: 0,
                         pid: std::process::id(),
                         tid: 0,
+                        cgroup_id: None,
                         fields: &fields,
                         eventheader: false,
                     },

@@ -25,7 +25,7 @@ use super::forward::{ForwardConfig, Forwarder, Submitter};
 use super::source::EventSource;
 use super::stats::{Snapshot, Stats};
 use crate::batch::{Batch, BatchConfig, Batcher, Incoming};
-use crate::decode::{EventHeaderDecoder, Request, Signal, check_event};
+use crate::decode::{EventHeaderDecoder, Request, Signal, Writer, check_event, stamp_writer};
 use crate::kernel::ReaderError;
 use crate::sink::SinkError;
 
@@ -40,16 +40,22 @@ pub struct RunConfig {
     pub self_metrics: bool,
     /// Serve the counters, liveness and readiness over HTTP.
     pub admin: Option<AdminConfig>,
+    /// Stamp each event's resources with its writer as the kernel saw it (pid, cgroup id),
+    /// replacing whatever a payload claims under the reserved `user_events.writer.` names
+    /// (see [`stamp_writer`]).
+    pub writer_identity: bool,
 }
 
 impl Default for RunConfig {
-    /// [`ForwardConfig::default`] (no sink yet), counters every 10 s, no self-metrics.
+    /// [`ForwardConfig::default`] (no sink yet), counters every 10 s, no self-metrics,
+    /// writers stamped.
     fn default() -> Self {
         Self {
             forward: ForwardConfig::default(),
             stats_interval: Duration::from_secs(10),
             self_metrics: false,
             admin: None,
+            writer_identity: true,
         }
     }
 }
@@ -113,10 +119,11 @@ pub async fn run(
         let (stop, stats, submitter) =
             (Arc::clone(&stop), Arc::clone(&stats), forwarder.submitter());
         let batch = config.forward.batch;
+        let writer_identity = config.writer_identity;
         thread::Builder::new()
             .name("ue-reader".into())
             .spawn(move || {
-                read_loop(source, &stop, &stats, batch, &submitter);
+                read_loop(source, &stop, &stats, batch, writer_identity, &submitter);
                 drop(ended_tx);
             })
             .map_err(|e| RunError::Config(format!("cannot start the reader thread: {e}")))?
@@ -191,17 +198,20 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The reading thread: wait, drain, check and batch, hand due batches on; after `stop`,
-/// one last drain and a flush.
+/// The reading thread: wait, drain, check (and stamp with the writer) and batch, hand due
+/// batches on; after `stop`, one last drain and a flush.
 fn read_loop(
     mut source: impl EventSource,
     stop: &AtomicBool,
     stats: &Stats,
     batch: BatchConfig,
+    writer_identity: bool,
     submitter: &Submitter,
 ) {
     let mut eventheader = EventHeaderDecoder::new();
     let mut batcher = Batcher::new(batch);
+    // The stamped request, reused from event to event.
+    let mut stamped = Vec::new();
     loop {
         let stopping = stop.load(Ordering::Acquire);
         if !stopping {
@@ -219,6 +229,10 @@ fn read_loop(
         }
         let now = Instant::now();
         source.drain(&mut |signal, event| {
+            let writer = writer_identity.then_some(Writer {
+                pid: event.pid,
+                cgroup_id: event.cgroup_id,
+            });
             let due = if event.eventheader {
                 match eventheader.decode(event.tracepoint, event.fields) {
                     Ok(eh) => {
@@ -232,7 +246,18 @@ fn read_loop(
                                 "EventHeader fields kept as attributes"
                             );
                         }
-                        batcher.push(Incoming::Decoded(req), now)
+                        match writer {
+                            Some(writer) => {
+                                let (signal, items) = (req.signal(), req.items());
+                                let Some(request) =
+                                    stamp(&req.encode_to_vec(), writer, &mut stamped, stats)
+                                else {
+                                    return;
+                                };
+                                batcher.push_protobuf(signal, request, items, now)
+                            }
+                            None => batcher.push(Incoming::Decoded(req), now),
+                        }
                     }
                     Err(e) => {
                         stats.malformed(e.reason());
@@ -242,10 +267,17 @@ fn read_loop(
                 }
             } else {
                 // Checked, not decoded: the request's bytes go from the ring into the
-                // batch, the one copy the forwarding path makes.
+                // batch (through the stamping buffer, when writers are stamped).
                 match check_event(signal, event.fields) {
                     Ok((request, items)) => {
                         stats.decoded(signal, request.len(), items);
+                        let request = match writer {
+                            Some(writer) => match stamp(request, writer, &mut stamped, stats) {
+                                Some(stamped) => stamped,
+                                None => return,
+                            },
+                            None => request,
+                        };
                         batcher.push_protobuf(signal, request, items, now)
                     }
                     Err(e) => {
@@ -272,6 +304,36 @@ fn read_loop(
                 submitter.submit(b);
             }
             return;
+        }
+    }
+}
+
+/// `request` stamped with `writer` into `out` (see [`stamp_writer`]), forged attributes
+/// counted; `None`, counted as `invalid_otlp`, for bytes that are not a request (which the
+/// check before lets through only if the two disagree).
+fn stamp<'a>(
+    request: &[u8],
+    writer: Writer,
+    out: &'a mut Vec<u8>,
+    stats: &Stats,
+) -> Option<&'a [u8]> {
+    out.clear();
+    match stamp_writer(request, writer, out) {
+        Ok(forged) => {
+            if forged > 0 {
+                stats.forged_writer_attributes(forged);
+                tracing::debug!(
+                    pid = writer.pid,
+                    forged,
+                    "payload carried reserved user_events.writer.* attributes; replaced"
+                );
+            }
+            Some(out)
+        }
+        Err(e) => {
+            stats.malformed("invalid_otlp");
+            tracing::debug!(pid = writer.pid, "skipped event: {e}");
+            None
         }
     }
 }

@@ -10,13 +10,13 @@ use std::time::SystemTime;
 use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use ue_proto::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use ue_proto::metrics::v1::{
-    AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
     metric::Data, number_data_point,
 };
 use ue_proto::resource::v1::Resource;
 
 use crate::decode::Signal;
-use crate::sink::SinkSnapshot;
+use crate::sink::{DiskSnapshot, SinkSnapshot};
 
 /// One counter per signal, indexed by [`idx`].
 type PerSignal = [AtomicU64; Signal::ALL.len()];
@@ -30,6 +30,7 @@ pub(crate) struct Stats {
     batches: PerSignal,
     batched_items: PerSignal,
     eventheader_unmapped: AtomicU64,
+    forged_writer_attributes: AtomicU64,
     // Rare and keyed by label or CPU: maps behind a mutex.
     malformed: Mutex<BTreeMap<&'static str, u64>>,
     reader: Mutex<ReaderCounts>,
@@ -59,6 +60,13 @@ impl Stats {
     /// attributes).
     pub(crate) fn eventheader_unmapped(&self, n: u64) {
         self.eventheader_unmapped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// An event's payload carried `n` attributes under the decoder's reserved
+    /// `user_events.writer.` prefix, removed before the writer's own were added.
+    pub(crate) fn forged_writer_attributes(&self, n: u64) {
+        self.forged_writer_attributes
+            .fetch_add(n, Ordering::Relaxed);
     }
 
     /// An event was skipped for `reason`.
@@ -117,6 +125,7 @@ impl Stats {
             batches: per(&self.batches),
             batched_items: per(&self.batched_items),
             eventheader_unmapped: self.eventheader_unmapped.load(Ordering::Relaxed),
+            forged_writer_attributes: self.forged_writer_attributes.load(Ordering::Relaxed),
             malformed,
             kernel_lost,
             corrupt_records,
@@ -141,6 +150,9 @@ pub struct Snapshot {
     pub batched_items: BTreeMap<Signal, u64>,
     /// Fields of EventHeader events that no OTLP field fits, kept as attributes.
     pub eventheader_unmapped: u64,
+    /// Attributes under the reserved `user_events.writer.` prefix that payloads carried,
+    /// removed (the decoder writes those from the kernel's sample).
+    pub forged_writer_attributes: u64,
     /// Events skipped, by reason.
     pub malformed: BTreeMap<&'static str, u64>,
     /// Records the kernel dropped because a ring was full, per CPU.
@@ -227,6 +239,16 @@ impl Snapshot {
                     .collect(),
             ),
             sum(
+                "ue_decoder.forged_writer_attributes",
+                "{attribute}",
+                "Attributes under the reserved user_events.writer. prefix that payloads carried, removed",
+                if self.forged_writer_attributes > 0 {
+                    vec![point(vec![], self.forged_writer_attributes)]
+                } else {
+                    vec![]
+                },
+            ),
+            sum(
                 "ue_decoder.kernel_lost",
                 "{record}",
                 "Records the kernel dropped because a perf ring was full",
@@ -301,7 +323,57 @@ impl Snapshot {
                 })
                 .collect(),
         ));
-        metrics.retain(|m| matches!(&m.data, Some(Data::Sum(s)) if !s.data_points.is_empty()));
+        // The on-disk queues (`--queue-dir`), for the sinks that have one: the same
+        // counters as the admin endpoint's `ue_decoder_sink_disk_*` families.
+        let per_disk = |f: &dyn Fn(&DiskSnapshot) -> u64| {
+            self.sinks
+                .iter()
+                .filter_map(|k| {
+                    Some(point(
+                        vec![attr("sink", k.name.clone())],
+                        f(k.disk.as_ref()?),
+                    ))
+                })
+                .collect::<Vec<_>>()
+        };
+        metrics.push(Metric {
+            name: "ue_decoder.sink.disk.bytes".into(),
+            description: "Bytes of each sink's queue files (what --queue-max-bytes bounds)".into(),
+            unit: "By".into(),
+            metadata: vec![],
+            data: Some(Data::Gauge(Gauge {
+                data_points: per_disk(&|d| d.file_bytes),
+            })),
+        });
+        metrics.push(sum(
+            "ue_decoder.sink.disk.replayed_items",
+            "{item}",
+            "Items found in each sink's queue files at start and sent on",
+            per_disk(&|d| d.replayed_items),
+        ));
+        metrics.push(sum(
+            "ue_decoder.sink.disk.possible_duplicate_items",
+            "{item}",
+            "Items in flight when the decoder last stopped, sent again",
+            per_disk(&|d| d.possible_duplicate_items),
+        ));
+        metrics.push(sum(
+            "ue_decoder.sink.disk.corrupt_records",
+            "{record}",
+            "Corrupt stretches skipped in each sink's queue files (their items unknown)",
+            per_disk(&|d| d.corrupt_records),
+        ));
+        metrics.push(sum(
+            "ue_decoder.sink.disk.corrupt_bytes",
+            "By",
+            "Bytes of those stretches, of unreadable segment files, and of torn records cut off",
+            per_disk(&|d| d.corrupt_bytes.saturating_add(d.truncated_bytes)),
+        ));
+        metrics.retain(|m| match &m.data {
+            Some(Data::Sum(s)) => !s.data_points.is_empty(),
+            Some(Data::Gauge(g)) => !g.data_points.is_empty(),
+            _ => false,
+        });
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(Resource {
@@ -347,6 +419,13 @@ impl fmt::Display for Snapshot {
                 f,
                 "EventHeader fields kept as attributes (no OTLP field) {}",
                 self.eventheader_unmapped
+            )?;
+        }
+        if self.forged_writer_attributes > 0 {
+            writeln!(
+                f,
+                "forged user_events.writer.* attributes removed {}",
+                self.forged_writer_attributes
             )?;
         }
         writeln!(
@@ -427,5 +506,81 @@ mod tests {
             panic!("ue_decoder.items is a sum")
         };
         assert_eq!(items.data_points.len(), 3, "one point per signal");
+        assert!(
+            !names.iter().any(|n| n.starts_with("ue_decoder.sink.disk")),
+            "no disk queue, no disk metrics: {names:?}"
+        );
+    }
+
+    #[test]
+    fn the_disk_queues_counters_are_self_metrics() {
+        let disk = DiskSnapshot {
+            file_bytes: 4096,
+            replayed_items: 12,
+            possible_duplicate_items: 3,
+            corrupt_records: 2,
+            corrupt_bytes: 100,
+            truncated_bytes: 7,
+            ..Default::default()
+        };
+        let sinks = vec![
+            SinkSnapshot {
+                name: "otlp-http a".into(),
+                disk: Some(disk),
+                ..Default::default()
+            },
+            SinkSnapshot {
+                name: "stdout".into(),
+                ..Default::default()
+            },
+        ];
+        let otlp = Stats::default()
+            .snapshot(sinks)
+            .to_otlp(SystemTime::UNIX_EPOCH, SystemTime::now());
+        let metrics = &otlp.resource_metrics[0].scope_metrics[0].metrics;
+        let points = |name: &str| {
+            let m = metrics
+                .iter()
+                .find(|m| m.name == name)
+                .unwrap_or_else(|| panic!("{name} missing"));
+            let points = match &m.data {
+                Some(Data::Sum(s)) => {
+                    assert!(s.is_monotonic, "{name}");
+                    &s.data_points
+                }
+                Some(Data::Gauge(g)) => &g.data_points,
+                other => panic!("{name}: {other:?}"),
+            };
+            points
+                .iter()
+                .map(|p| {
+                    let sink = match &p.attributes[0].value.as_ref().unwrap().value {
+                        Some(any_value::Value::StringValue(s)) => s.clone(),
+                        v => panic!("{v:?}"),
+                    };
+                    let Some(number_data_point::Value::AsInt(v)) = p.value else {
+                        panic!("{name}: not an integer")
+                    };
+                    (sink, v)
+                })
+                .collect::<Vec<_>>()
+        };
+        let one = |v| vec![("otlp-http a".to_owned(), v)];
+        assert_eq!(points("ue_decoder.sink.disk.bytes"), one(4096));
+        assert_eq!(points("ue_decoder.sink.disk.replayed_items"), one(12));
+        assert_eq!(
+            points("ue_decoder.sink.disk.possible_duplicate_items"),
+            one(3)
+        );
+        assert_eq!(points("ue_decoder.sink.disk.corrupt_records"), one(2));
+        assert_eq!(points("ue_decoder.sink.disk.corrupt_bytes"), one(107));
+        assert!(matches!(
+            metrics
+                .iter()
+                .find(|m| m.name == "ue_decoder.sink.disk.bytes")
+                .unwrap()
+                .data,
+            Some(Data::Gauge(_))
+        ));
     }
 }

@@ -36,10 +36,10 @@
 
 use std::fmt::Write as _;
 
-use eventheader_types::{FieldEncoding, FieldFormat};
+use eventheader_types::{FieldEncoding, FieldFormat, HeaderFlags};
 use tracepoint_decode::{
     EventHeaderEnumeratorContext, EventHeaderEnumeratorError, EventHeaderEnumeratorState,
-    PerfItemValue,
+    EventHeaderEventInfo, PerfItemValue,
 };
 use ue_proto::collector::logs::v1::ExportLogsServiceRequest;
 use ue_proto::collector::trace::v1::ExportTraceServiceRequest;
@@ -160,6 +160,7 @@ impl EventHeaderDecoder {
             )
             .map_err(EventHeaderError::Format)?;
         let info = e.event_info();
+        check_metadata(&info)?;
         let header = Header {
             provider: info.provider_name().to_owned(),
             event_name: String::from_utf8_lossy(info.name_bytes()).into_owned(),
@@ -202,6 +203,73 @@ impl EventHeaderDecoder {
         };
         Ok(map_common_schema(header, fields))
     }
+}
+
+/// Refuses the field types `tracepoint_decode` 0.5 lets through but asserts against when
+/// it describes an item (`PerfItemMetadata::new`: a panic in builds with debug assertions,
+/// an event decoded from inconsistent metadata in the others): both array flags at once (a
+/// reserved encoding it refuses only in structs it skips) and arrays of structs with no
+/// field (refused for a single struct). The metadata is a flat list of fields, walked the
+/// way the enumerator reads each one; where it is cut short the enumerator reports that
+/// itself.
+fn check_metadata(info: &EventHeaderEventInfo<'_, '_>) -> Result<(), EventHeaderError> {
+    let data = info.event_data();
+    let little_endian = info.header().flags.has_flag(HeaderFlags::LittleEndian);
+    let u16_at = |at: usize| -> Option<u16> {
+        let b: [u8; 2] = data.get(at..at + 2)?.try_into().ok()?;
+        Some(if little_endian {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        })
+    };
+    // The metadata extension starts with the event's name; its size is in the extension
+    // header (size, kind) just before it.
+    let start = info.name_start() as usize;
+    let Some(size) = start.checked_sub(4).and_then(u16_at) else {
+        return Ok(());
+    };
+    let end = (start + usize::from(size)).min(data.len());
+    let mut pos = start + info.name_len() as usize + 1;
+    while pos < end {
+        let Some(name_len) = data[pos..end].iter().position(|&b| b == 0) else {
+            break;
+        };
+        pos += name_len + 1;
+        let Some(&encoding) = data.get(pos).filter(|_| pos < end) else {
+            break;
+        };
+        pos += 1;
+        let mut format = 0;
+        if encoding & FieldEncoding::ChainFlag != 0 {
+            let Some(&f) = data.get(pos).filter(|_| pos < end) else {
+                break;
+            };
+            format = f;
+            pos += 1;
+            if format & FieldFormat::ChainFlag != 0 {
+                pos += 2;
+            }
+        }
+        let flags = encoding & FieldEncoding::ArrayFlagMask;
+        if flags == FieldEncoding::ArrayFlagMask {
+            return Err(EventHeaderError::Format(
+                EventHeaderEnumeratorError::NotSupported,
+            ));
+        }
+        if encoding & FieldEncoding::ValueMask == FieldEncoding::Struct.as_int()
+            && format & FieldFormat::ValueMask == 0
+        {
+            return Err(EventHeaderError::Format(
+                EventHeaderEnumeratorError::InvalidData,
+            ));
+        }
+        if flags == FieldEncoding::CArrayFlag {
+            // The array's length.
+            pos += 2;
+        }
+    }
+    Ok(())
 }
 
 /// The EventHeader facts of an event that are not fields.
@@ -854,6 +922,7 @@ mod tests {
     const VALUE128: u8 = 6;
     const STR8: u8 = 10; // StringLength16Char8
     const BIN8: u8 = 13; // BinaryLength16Char8
+    const CARRAY: u8 = 0x20;
     const VARRAY: u8 = 0x40;
     const SIGNED: u8 = 2;
     const BOOLEAN: u8 = 7;
@@ -1167,6 +1236,42 @@ mod tests {
         );
         // The decoder is still good for the next event.
         assert!(decoder.decode("p_L4K1", &ev.bytes(4)).is_ok());
+    }
+
+    #[test]
+    fn field_types_the_enumerator_asserts_against_are_refused() {
+        let mut decoder = EventHeaderDecoder::new();
+        // Both array flags: a reserved encoding (found by the eventheader fuzz target).
+        let mut both = Ev::new("E");
+        both.str("before", "x")
+            .meta("n", STR8 | CARRAY | VARRAY, 0)
+            .data(&[1, 0, 1, 0, b'y']);
+        let err = decoder.decode("p_L4K1", &both.bytes(4)).unwrap_err();
+        assert_eq!(err.reason(), "eventheader_not_supported");
+        // An array of structs with no field, behind a field with a tag and a constant
+        // length array (what the walk of the metadata must step over).
+        let mut empty = Ev::new("E");
+        empty.meta("tagged", VALUE64 | 0x80, SIGNED | 0x80);
+        empty.meta.extend_from_slice(&7u16.to_le_bytes());
+        empty
+            .data(&1i64.to_le_bytes())
+            .meta("pair", VALUE64 | CARRAY, 0);
+        empty.meta.extend_from_slice(&2u16.to_le_bytes());
+        empty
+            .data(&[0; 16])
+            .meta("structs", STRUCT | VARRAY, 0)
+            .data(&1u16.to_le_bytes());
+        let err = decoder.decode("p_L4K1", &empty.bytes(4)).unwrap_err();
+        assert_eq!(err.reason(), "eventheader_invalid");
+        // Without the last field the same event decodes.
+        let mut ok = Ev::new("E");
+        ok.meta("tagged", VALUE64 | 0x80, SIGNED | 0x80);
+        ok.meta.extend_from_slice(&7u16.to_le_bytes());
+        ok.data(&1i64.to_le_bytes())
+            .meta("pair", VALUE64 | CARRAY, 0);
+        ok.meta.extend_from_slice(&2u16.to_le_bytes());
+        ok.data(&[0; 16]);
+        assert!(decoder.decode("p_L4K1", &ok.bytes(4)).is_ok());
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod eventheader;
 mod json;
 mod request;
 mod validate;
+mod writer;
 
 pub use event::{Malformed, check_event, decode_event};
 pub use eventheader::{
@@ -19,3 +20,4 @@ pub use json::{otlp_json, otlp_json_line};
 pub use request::{Request, Signal, TracepointNames};
 pub(crate) use request::{logs_items, metrics_items, traces_items};
 pub use validate::{Invalid, validate_request};
+pub use writer::{WRITER_CGROUP_ID, WRITER_PID, WRITER_PREFIX, Writer, stamp_writer};

@@ -280,6 +280,13 @@ static LOG_RECORD: Schema = Schema::new(&[
 #[error("not a well-formed OTLP request: {0}")]
 pub struct Invalid(&'static str);
 
+impl Invalid {
+    /// A problem named by `what`.
+    pub(crate) const fn new(what: &'static str) -> Self {
+        Self(what)
+    }
+}
+
 /// Checks that `bytes` are a well-formed export request of `signal`, exactly as decoding
 /// them would; returns how many items (data points, spans, log records) it holds.
 pub fn validate_request(signal: Signal, bytes: &[u8]) -> Result<u64, Invalid> {

@@ -8,7 +8,7 @@ use perf_event_open_sys::bindings::{PERF_TYPE_TRACEPOINT, perf_event_attr};
 
 use crate::kernel::ReaderError;
 use crate::kernel::ring::Ring;
-use crate::kernel::sample::SAMPLE_TYPE;
+use crate::kernel::sample::{CGROUP, SAMPLE_TYPE};
 use crate::kernel::sys::{self, RingMemory};
 
 /// The file listing the online CPUs.
@@ -36,19 +36,23 @@ pub(crate) struct CpuEvents {
     pub(crate) fds: Vec<OwnedFd>,
 }
 
-/// The perf_event_attr for tracepoint `id`: every event sampled with [`SAMPLE_TYPE`],
-/// timestamps on CLOCK_MONOTONIC, disabled until enabled explicitly, waking a reader once
+/// The perf_event_attr for tracepoint `id`: every event sampled with [`SAMPLE_TYPE`] (and
+/// [`CGROUP`] if `cgroup`), timestamps on CLOCK_MONOTONIC, disabled until enabled explicitly, waking a reader once
 /// more than `wakeup_bytes` are in the ring (0: the kernel's default, half the ring).
 ///
 /// With `sample_period` 1 the kernel never throttles a tracepoint (`perf_swevent_event`
 /// overflows once per event with throttling off), so events are only dropped when the
 /// ring is full, and those drops come back as `PERF_RECORD_LOST`.
-pub(crate) fn attr(id: u64, wakeup_bytes: u32) -> perf_event_attr {
+pub(crate) fn attr(id: u64, wakeup_bytes: u32, cgroup: bool) -> perf_event_attr {
     let mut attr = perf_event_attr {
         type_: PERF_TYPE_TRACEPOINT,
         size: std::mem::size_of::<perf_event_attr>() as u32,
         config: id,
-        sample_type: SAMPLE_TYPE,
+        sample_type: if cgroup {
+            SAMPLE_TYPE | CGROUP
+        } else {
+            SAMPLE_TYPE
+        },
         ..Default::default()
     };
     attr.__bindgen_anon_1.sample_period = 1;
@@ -61,18 +65,19 @@ pub(crate) fn attr(id: u64, wakeup_bytes: u32) -> perf_event_attr {
 }
 
 /// Opens `tracepoints` on `cpu`: the first with a ring of `data_pages` pages, the others
-/// redirected into it. The events start disabled.
+/// redirected into it, sampling the writer's cgroup if `cgroup`. The events start disabled.
 pub(crate) fn open_cpu(
     cpu: u32,
     tracepoints: &[Tracepoint],
     data_pages: usize,
     wakeup_bytes: u32,
+    cgroup: bool,
 ) -> Result<CpuEvents, ReaderError> {
     let mut fds: Vec<OwnedFd> = Vec::with_capacity(tracepoints.len());
     let mut ids = Vec::with_capacity(tracepoints.len());
     let mut ring = None;
     for (index, tp) in tracepoints.iter().enumerate() {
-        let fd = sys::perf_event_open(&attr(tp.id, wakeup_bytes), cpu)
+        let fd = sys::perf_event_open(&attr(tp.id, wakeup_bytes, cgroup), cpu)
             .map_err(|source| open_error(tp, cpu, source))?;
         match fds.first() {
             None => {
@@ -223,7 +228,8 @@ mod tests {
 
     #[test]
     fn attr_asks_for_what_the_parsers_expect() {
-        let a = attr(1520, 4096);
+        let a = attr(1520, 4096, false);
+        assert_eq!(attr(1520, 4096, true).sample_type, SAMPLE_TYPE | CGROUP);
         assert_eq!(a.type_, PERF_TYPE_TRACEPOINT);
         assert_eq!(a.config, 1520);
         assert_eq!(a.sample_type, SAMPLE_TYPE);

@@ -73,6 +73,9 @@ pub struct Event<'a> {
     pub pid: u32,
     /// The writer's thread id.
     pub tid: u32,
+    /// The writer's cgroup id ([`WRITER_CGROUP_ID`](crate::WRITER_CGROUP_ID)), if the
+    /// kernel samples it ([`TracepointReader::samples_cgroup`]).
+    pub cgroup_id: Option<u64>,
     /// The event's fields (after the 8-byte `trace_entry`), possibly followed by up to 7
     /// bytes of padding; [`payload`](Self::payload) decodes them.
     pub fields: &'a [u8],
@@ -164,8 +167,22 @@ impl TracepointReader {
             source,
         })?;
         let mut cpus = Vec::new();
+        // The writer's cgroup where the kernel can sample it (5.7 and later).
+        let mut cgroup = true;
         for cpu in perf::online_cpus()? {
-            let events = perf::open_cpu(cpu, &tracepoints, data_pages, wakeup_bytes)?;
+            let events = match perf::open_cpu(cpu, &tracepoints, data_pages, wakeup_bytes, cgroup) {
+                Err(ReaderError::PerfOpen { source, .. })
+                    if cgroup && cpus.is_empty() && source.raw_os_error() == Some(libc::EINVAL) =>
+                {
+                    tracing::warn!(
+                        "this kernel does not sample the writer's cgroup (PERF_SAMPLE_CGROUP, \
+                         Linux 5.7): events carry the writer's pid only"
+                    );
+                    cgroup = false;
+                    perf::open_cpu(cpu, &tracepoints, data_pages, wakeup_bytes, cgroup)?
+                }
+                other => other?,
+            };
             epoll
                 .add(events.fds[0].as_fd(), u64::from(cpu))
                 .map_err(|source| ReaderError::Syscall {
@@ -174,7 +191,7 @@ impl TracepointReader {
                 })?;
             cpus.push(events);
         }
-        let demux = Demux::new(tracepoints, cpus);
+        let demux = Demux::new(tracepoints, cpus, cgroup);
         for cpu in &demux.cpus {
             cpu.enable()?;
         }
@@ -229,6 +246,12 @@ impl TracepointReader {
             .tracepoints
             .iter()
             .map(|t| (t.name.as_str(), t.id))
+    }
+
+    /// Whether the events carry their writer's cgroup id (`PERF_SAMPLE_CGROUP`, which
+    /// kernels before 5.7 refuse).
+    pub fn samples_cgroup(&self) -> bool {
+        self.demux.cgroup
     }
 
     /// The tracefs in use.
@@ -288,16 +311,19 @@ struct Demux {
     /// Sample id (`PERF_EVENT_IOC_ID`) to tracepoint index.
     by_sample_id: HashMap<u64, usize>,
     malformed: BTreeMap<&'static str, u64>,
+    /// The events were opened with `PERF_SAMPLE_CGROUP`.
+    cgroup: bool,
 }
 
 impl Demux {
-    fn new(tracepoints: Vec<Tracepoint>, cpus: Vec<CpuEvents>) -> Self {
+    fn new(tracepoints: Vec<Tracepoint>, cpus: Vec<CpuEvents>, cgroup: bool) -> Self {
         let by_sample_id = cpus.iter().flat_map(|c| c.ids.iter().copied()).collect();
         Self {
             tracepoints,
             cpus,
             by_sample_id,
             malformed: BTreeMap::new(),
+            cgroup,
         }
     }
 
@@ -307,12 +333,13 @@ impl Demux {
             cpus,
             by_sample_id,
             malformed,
+            cgroup,
         } = self;
         let mut count = 0;
         for cpu in cpus {
             cpu.ring.drain(|record| {
                 let problem = match record {
-                    Record::Sample(body) => match Sample::parse(body) {
+                    Record::Sample(body) => match Sample::parse(body, *cgroup) {
                         Ok(sample) => match by_sample_id.get(&sample.id) {
                             Some(&index)
                                 if u64::from(sample.common_type()) == tracepoints[index].id =>
@@ -325,6 +352,7 @@ impl Demux {
                                     time_ns: sample.time_ns,
                                     pid: sample.pid,
                                     tid: sample.tid,
+                                    cgroup_id: sample.cgroup_id,
                                     fields: sample.fields(),
                                     eventheader: tracepoints[index].eventheader,
                                 });
@@ -395,7 +423,7 @@ mod tests {
                 fds: Vec::new(),
             })
             .collect();
-        Demux::new(tracepoints, cpus)
+        Demux::new(tracepoints, cpus, false)
     }
 
     fn sample(id: u64, common_type: u64, cpu: u32, time: u64, otlp: &[u8]) -> Vec<u8> {

@@ -4,17 +4,23 @@
 use std::fmt;
 
 use perf_event_open_sys::bindings::{
-    PERF_SAMPLE_CPU, PERF_SAMPLE_IDENTIFIER, PERF_SAMPLE_RAW, PERF_SAMPLE_TID, PERF_SAMPLE_TIME,
+    PERF_SAMPLE_CGROUP, PERF_SAMPLE_CPU, PERF_SAMPLE_IDENTIFIER, PERF_SAMPLE_RAW, PERF_SAMPLE_TID,
+    PERF_SAMPLE_TIME,
 };
 use ue_wire::layout;
 
 /// The `perf_event_attr.sample_type` the reader opens its events with, and that
-/// [`Sample::parse`] expects: `IDENTIFIER | TID | TIME | CPU | RAW`.
+/// [`Sample::parse`] expects: `IDENTIFIER | TID | TIME | CPU | RAW`, plus [`CGROUP`] where
+/// the kernel has it.
 pub(crate) const SAMPLE_TYPE: u64 = (PERF_SAMPLE_IDENTIFIER
     | PERF_SAMPLE_TID
     | PERF_SAMPLE_TIME
     | PERF_SAMPLE_CPU
     | PERF_SAMPLE_RAW) as u64;
+
+/// `PERF_SAMPLE_CGROUP` (Linux 5.7): the id of the writing task's cgroup, after the
+/// raw data. Older kernels refuse it with `EINVAL`; the reader then opens without it.
+pub(crate) const CGROUP: u64 = PERF_SAMPLE_CGROUP as u64;
 
 /// One tracepoint sample, borrowed from the record it was parsed from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,13 +38,15 @@ pub(crate) struct Sample<'a> {
     /// The raw tracepoint record: the 8-byte `trace_entry`, the event's fields, and up to
     /// 7 bytes of padding the kernel adds to keep records 8-byte aligned.
     pub(crate) raw: &'a [u8],
+    /// The writing task's cgroup id, when the events were opened with [`CGROUP`].
+    pub(crate) cgroup_id: Option<u64>,
 }
 
 impl<'a> Sample<'a> {
     /// Parses a sample body (the record after its 8-byte header) written with
-    /// [`SAMPLE_TYPE`]. In the kernel's order: `u64 id; u32 pid, tid; u64 time;
-    /// u32 cpu, res; u32 raw_size; u8 raw[raw_size]`.
-    pub(crate) fn parse(body: &'a [u8]) -> Result<Self, SampleError> {
+    /// [`SAMPLE_TYPE`], and [`CGROUP`] if `cgroup`. In the kernel's order: `u64 id;
+    /// u32 pid, tid; u64 time; u32 cpu, res; u32 raw_size; u8 raw[raw_size]; u64 cgroup`.
+    pub(crate) fn parse(body: &'a [u8], cgroup: bool) -> Result<Self, SampleError> {
         let mut r = Reader { body, pos: 0 };
         let id = r.u64("identifier")?;
         let pid = r.u32("pid")?;
@@ -58,6 +66,8 @@ impl<'a> Sample<'a> {
         if raw.len() < layout::TRACE_ENTRY_LEN {
             return Err(SampleError::RawTooShort { raw_size });
         }
+        r.pos += raw_size;
+        let cgroup_id = if cgroup { Some(r.u64("cgroup")?) } else { None };
         Ok(Self {
             id,
             pid,
@@ -65,6 +75,7 @@ impl<'a> Sample<'a> {
             time_ns,
             cpu,
             raw,
+            cgroup_id,
         })
     }
 
@@ -96,7 +107,11 @@ impl fmt::Display for Sample<'_> {
             self.pid,
             self.tid,
             self.raw.len()
-        )
+        )?;
+        match self.cgroup_id {
+            Some(id) => write!(f, " cgroup={id}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -209,7 +224,7 @@ mod tests {
     fn parses_every_field_in_kernel_order() {
         let raw = raw_event(1234, 77, &otlp_fields(b"otlp bytes"));
         let body = sample_body(42, 77, 123_456_789, 3, &raw);
-        let s = Sample::parse(&body).unwrap();
+        let s = Sample::parse(&body, false).unwrap();
         assert_eq!(
             (s.id, s.pid, s.tid, s.time_ns, s.cpu),
             (42, 77, 78, 123_456_789, 3)
@@ -223,7 +238,29 @@ mod tests {
     }
 
     #[test]
+    fn the_cgroup_id_follows_the_raw_data() {
+        let raw = raw_event(1234, 77, &otlp_fields(b"otlp"));
+        let mut body = sample_body(42, 77, 5, 1, &raw);
+        let s = Sample::parse(&body, false).unwrap();
+        assert_eq!(s.cgroup_id, None);
+        body.extend_from_slice(&0x1234_5678_9abcu64.to_ne_bytes());
+        let s = Sample::parse(&body, true).unwrap();
+        assert_eq!(s.cgroup_id, Some(0x1234_5678_9abc));
+        assert_eq!(layout::decode(s.fields()).unwrap().buffer, b"otlp");
+        assert!(s.to_string().ends_with("cgroup=20015998343868"), "{s}");
+        let err = Sample::parse(&body[..body.len() - 1], true).unwrap_err();
+        assert_eq!(
+            err,
+            SampleError::Truncated {
+                field: "cgroup",
+                len: body.len() - 1
+            }
+        );
+    }
+
+    #[test]
     fn sample_type_is_the_documented_set() {
+        assert_eq!(CGROUP, 0x20_0000);
         assert_eq!(SAMPLE_TYPE, 0x10000 | 0x2 | 0x4 | 0x80 | 0x400);
     }
 
@@ -240,7 +277,7 @@ mod tests {
             (32, "raw size"),
         ];
         for (len, field) in cases {
-            let err = Sample::parse(&body[..len]).unwrap_err();
+            let err = Sample::parse(&body[..len], false).unwrap_err();
             assert_eq!(err.reason(), "sample_truncated");
             assert_eq!(
                 err,
@@ -254,7 +291,7 @@ mod tests {
     fn raw_size_past_end_is_rejected() {
         let mut body = sample_body(1, 2, 3, 4, &raw_event(1, 2, &[0; 8]));
         body[32..36].copy_from_slice(&1000u32.to_ne_bytes());
-        let err = Sample::parse(&body).unwrap_err();
+        let err = Sample::parse(&body, false).unwrap_err();
         assert_eq!(err.reason(), "sample_raw_past_end");
         assert_eq!(
             err,
@@ -271,7 +308,7 @@ mod tests {
         let mut body = sample_body(1, 2, 3, 4, &[]);
         body.extend_from_slice(&[0; 8]);
         body[32..36].copy_from_slice(&4u32.to_ne_bytes());
-        let err = Sample::parse(&body).unwrap_err();
+        let err = Sample::parse(&body, false).unwrap_err();
         assert_eq!(err.reason(), "sample_raw_too_short");
     }
 
@@ -281,7 +318,7 @@ mod tests {
         let mut fields = layout::header(500).to_vec();
         fields.extend_from_slice(&[0; 10]);
         let body = sample_body(1, 2, 3, 4, &raw_event(1, 2, &fields));
-        let s = Sample::parse(&body).unwrap();
+        let s = Sample::parse(&body, false).unwrap();
         assert_eq!(
             layout::decode(s.fields()).unwrap_err().reason(),
             "bad_rel_loc"

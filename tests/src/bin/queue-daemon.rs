@@ -83,6 +83,7 @@ fn main() {
         stats_interval: Duration::from_secs(3600),
         self_metrics: false,
         admin: None,
+        writer_identity: true,
     };
     let source = MemorySource::new(100_000);
     let writer = {

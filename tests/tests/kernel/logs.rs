@@ -28,12 +28,18 @@ use crate::pipeline::{Decoder, retry};
 /// Flattened log records of the accepted requests that came in over `protocol`, sorted: a
 /// multiset, since batching regroups records across events.
 fn arrived(received: &[Received], protocol: Protocol) -> Vec<Vec<u8>> {
+    let cgroup = kernel::own_cgroup_id();
     let mut out: Vec<Vec<u8>> = received
         .iter()
         .filter(|r| r.protocol == protocol && r.accepted())
-        .flat_map(|r| match &r.request {
-            Request::Logs(l) => log_records(l),
-            _ => vec![],
+        .flat_map(|r| {
+            // This process wrote them all: that, and the rest as written.
+            let mut request = r.request.clone();
+            kernel::strip_writer(&mut request, std::process::id(), cgroup);
+            match &request {
+                Request::Logs(l) => log_records(l),
+                _ => vec![],
+            }
         })
         .collect();
     out.sort();

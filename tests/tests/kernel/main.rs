@@ -5,6 +5,7 @@
 
 mod eventheader;
 mod exporter;
+mod hostile;
 mod listener_aware;
 mod logs;
 mod pipeline;

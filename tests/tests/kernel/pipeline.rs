@@ -35,13 +35,19 @@ pub(crate) fn retry() -> RetryConfig {
 /// Flattened entries of the accepted requests that came in over `protocol`, sorted: a
 /// multiset, since batching regroups items across events.
 fn arrived(received: &[Received], protocol: Protocol, signal: Signal) -> Vec<Vec<u8>> {
+    let cgroup = kernel::own_cgroup_id();
     let mut out: Vec<Vec<u8>> = received
         .iter()
         .filter(|r| r.protocol == protocol && r.accepted())
-        .flat_map(|r| match (&r.request, signal) {
-            (Request::Metrics(m), Signal::Metrics) => metric_points(m),
-            (Request::Traces(t), Signal::Traces) => spans(t),
-            _ => vec![],
+        .flat_map(|r| {
+            // This process wrote them all: that, and the rest as written.
+            let mut request = r.request.clone();
+            kernel::strip_writer(&mut request, std::process::id(), cgroup);
+            match (&request, signal) {
+                (Request::Metrics(m), Signal::Metrics) => metric_points(m),
+                (Request::Traces(t), Signal::Traces) => spans(t),
+                _ => vec![],
+            }
         })
         .collect();
     out.sort();
@@ -74,6 +80,7 @@ impl Decoder {
             stats_interval: Duration::from_secs(5),
             self_metrics: false,
             admin: None,
+            writer_identity: true,
         };
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
