@@ -259,7 +259,9 @@ fn a_minute_long_outage_loses_nothing_and_stays_within_the_bounds() {
     let expected = EVENTS * POINTS;
 
     receiver.set_default(Signal::Metrics, Respond::Ok);
-    let arrived = rt.block_on(receiver.wait_until(Duration::from_secs(40), |requests| {
+    // What is checked is that nothing is lost, not how fast the backlog drains: a debug
+    // build on a busy CI host took more than 40 s to send the minute's backlog.
+    let arrived = rt.block_on(receiver.wait_until(Duration::from_secs(240), |requests| {
         largest_dir = largest_dir.max(dir_size(&dir));
         let items: u64 = requests
             .iter()
