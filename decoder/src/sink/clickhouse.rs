@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
-use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 
 use super::{Compression, Outcome, RetryConfig, SinkError, error_chain};
@@ -425,18 +425,7 @@ impl ClickHouseSink {
 
 /// The user's headers, then basic authentication if a user is given.
 fn header_map(config: &ClickHouseConfig) -> Result<HeaderMap, SinkError> {
-    let mut map = HeaderMap::new();
-    for (name, value) in &config.headers {
-        let invalid = |reason: String| SinkError::InvalidHeader {
-            sink: "clickhouse",
-            name: name.clone(),
-            reason,
-        };
-        let n = HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(e.to_string()))?;
-        let mut v = HeaderValue::from_str(value).map_err(|e| invalid(e.to_string()))?;
-        v.set_sensitive(true);
-        map.append(n, v);
-    }
+    let mut map = super::http::user_headers("clickhouse", &config.headers)?;
     if let Some(user) = &config.user {
         let credentials = format!("{user}:{}", config.password.as_deref().unwrap_or(""));
         let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);

@@ -70,15 +70,16 @@ pub(crate) fn signal_urls(endpoint: &str) -> Result<[Url; 3], String> {
     }))
 }
 
-/// Builds the request headers: the user's, then the content type (which must be ours).
-fn header_map(
+/// The user's request headers, each value marked sensitive (kept out of logs); `sink`
+/// names the sink in the error for one that is not a valid header.
+pub(crate) fn user_headers(
+    sink: &'static str,
     headers: &[(String, String)],
-    compression: Compression,
 ) -> Result<HeaderMap, SinkError> {
     let mut map = HeaderMap::new();
     for (name, value) in headers {
         let invalid = |reason: String| SinkError::InvalidHeader {
-            sink: "otlp-http",
+            sink,
             name: name.clone(),
             reason,
         };
@@ -87,6 +88,15 @@ fn header_map(
         v.set_sensitive(true);
         map.append(n, v);
     }
+    Ok(map)
+}
+
+/// Builds the request headers: the user's, then the content type (which must be ours).
+fn header_map(
+    headers: &[(String, String)],
+    compression: Compression,
+) -> Result<HeaderMap, SinkError> {
+    let mut map = user_headers("otlp-http", headers)?;
     map.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/x-protobuf"),
