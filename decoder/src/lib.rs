@@ -36,12 +36,14 @@
 //! | `capture` | perf.data files from `perf record` |
 //! | `decode` | event fields to OTLP requests (EventHeader's Common Schema too), and OTLP/JSON lines; pure |
 //! | `batch` | merging requests into batches; pure |
-//! | `sink` | OTLP/HTTP, OTLP/gRPC, stdout, file, DogStatsD, a Prometheus scrape endpoint and ClickHouse, each behind a bounded queue |
+//! | `sink` | OTLP/HTTP, OTLP/gRPC, stdout, file, DogStatsD, a Prometheus scrape endpoint, ClickHouse and object storage, each behind a bounded queue and its route (signals, filter) |
 //! | `exposition` | the Prometheus text format and the HTTP server both `/metrics` endpoints use |
 //! | `daemon` | `run`: the thread, tasks and shutdown around them; counters; `status` |
+//! | `config` | the configuration file (`run --config`, `check-config`): every setting of `run`, sinks routed by signal and filter |
 
 mod batch;
 mod capture;
+mod config;
 mod daemon;
 mod decode;
 mod exposition;
@@ -55,6 +57,7 @@ pub use capture::{
     PerfDataDecoded, PerfDataError, PerfDataEvent, PerfDataReader, PerfDataStats, ReadProgress,
     decode_perf_data,
 };
+pub use config::{AgentConfig, ConfigError};
 #[cfg(feature = "testing")]
 pub use daemon::MemorySource;
 pub use daemon::{
@@ -73,8 +76,9 @@ pub use kernel::{
 };
 pub use sink::{
     ArchiveConfig, ArchiveSnapshot, ClickHouseConfig, Compression, DiskQueueConfig, DiskSnapshot,
-    OtlpConfig, PemFile, PrometheusConfig, Protocol, RetryConfig, SinkConfig, SinkError, SinkSet,
-    SinkSnapshot, StatsdConfig, StatsdTarget, SyncPolicy, TlsConfig, read_headers_file,
+    Filter, OtlpConfig, Patterns, PemFile, PrometheusConfig, Protocol, RetryConfig, Route,
+    RoutedSink, SinkConfig, SinkError, SinkSet, SinkSnapshot, StatsdConfig, StatsdTarget,
+    SyncPolicy, TlsConfig, read_headers_file,
 };
 /// The OTLP message types that [`Request`] carries.
 pub use ue_proto as proto;

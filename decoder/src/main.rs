@@ -6,11 +6,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{
+    ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum,
+};
 use ue_decoder::{
-    AdminConfig, ArchiveConfig, BatchConfig, ClickHouseConfig, DiskQueueConfig, ForwardConfig,
-    OtlpConfig, PerfDataReader, PerfSource, PrometheusConfig, ReaderConfig, RetryConfig, RunConfig,
-    Signal, SinkConfig, StatsdConfig, StatsdTarget, TlsConfig, TracepointNames,
+    AdminConfig, AgentConfig, ArchiveConfig, BatchConfig, ClickHouseConfig, DiskQueueConfig,
+    ForwardConfig, OtlpConfig, PerfDataReader, PerfSource, PrometheusConfig, ReaderConfig,
+    RetryConfig, RunConfig, Signal, SinkConfig, StatsdConfig, StatsdTarget, TlsConfig,
+    TracepointNames,
 };
 use ue_wire::layout;
 
@@ -30,6 +34,13 @@ enum Command {
     Run(Box<RunArgs>),
     /// Decode a `perf record` capture: OTLP/JSON lines on stdout, or forward it.
     Decode(Box<DecodeArgs>),
+    /// Check a configuration file (`run --config FILE`) without running: every table,
+    /// field, address, URL, pattern and file it names; prints the sinks it sets up.
+    CheckConfig {
+        /// The TOML file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Show what this host supports for the live path, and how to fix what is missing.
     Status {
         /// tracefs mount point (default: found in /proc/mounts).
@@ -204,6 +215,11 @@ enum Compression {
 
 #[derive(Args, Debug)]
 struct RunArgs {
+    /// Take every setting from this TOML file instead of flags (README, "Configuration
+    /// file"): several sinks of one kind, each with its own signals and filter. Refuses any
+    /// other flag of `run`, and ignores OTEL_EXPORTER_OTLP_* variables.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     sinks: SinkArgs,
     /// Signals to read.
@@ -326,17 +342,7 @@ struct DecodeArgs {
 }
 
 fn parse_sync(s: &str) -> Result<ue_decoder::SyncPolicy, String> {
-    match s {
-        "batch" => Ok(ue_decoder::SyncPolicy::EveryBatch),
-        "never" => Ok(ue_decoder::SyncPolicy::Never),
-        ms => match ms.parse::<u64>() {
-            Ok(0) => Ok(ue_decoder::SyncPolicy::EveryBatch),
-            Ok(ms) => Ok(ue_decoder::SyncPolicy::Interval(Duration::from_millis(ms))),
-            Err(_) => Err(format!(
-                "expected milliseconds, `batch` or `never`, got {s:?}"
-            )),
-        },
-    }
+    s.parse()
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
@@ -495,7 +501,7 @@ impl SinkArgs {
 
     fn forward(&self, sinks: Vec<SinkConfig>, shutdown_secs: u64) -> ForwardConfig {
         ForwardConfig {
-            sinks,
+            sinks: sinks.into_iter().map(Into::into).collect(),
             queue_bytes: self.queue_mib << 20,
             disk_queue: self.queue_dir.as_ref().map(|dir| DiskQueueConfig {
                 dir: dir.clone(),
@@ -519,14 +525,22 @@ impl From<Protocol> for ue_decoder::Protocol {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
         Command::Status { tracefs } => return status(tracefs),
-        Command::Run(args) => run(*args),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Run(args) => match matches.subcommand_matches("run") {
+            Some(m) => run(*args, m),
+            None => unreachable!("clap matched the run subcommand"),
+        },
         Command::Decode(args) => decode(*args),
     };
     match result {
@@ -569,57 +583,127 @@ async fn shutdown_signal() {
     }
 }
 
-fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let mut sinks = args.sinks.configs(false)?;
-    if let Some(addr) = args.prometheus_addr {
-        sinks.push(SinkConfig::Prometheus(PrometheusConfig {
-            staleness: Duration::from_secs(args.prometheus_staleness_secs),
-            max_series: args.prometheus_max_series,
-            ..PrometheusConfig::new(addr)
-        }));
+fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let agent = AgentConfig::from_file(file)?;
+    println!("{}: ok", file.display());
+    for sink in agent.describe_sinks() {
+        println!("  sink {sink}");
     }
-    if sinks.is_empty() {
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `run` does: from the file of `--config`, or from the flags.
+fn agent(args: RunArgs, matches: &ArgMatches) -> anyhow::Result<AgentConfig> {
+    let Some(file) = &args.config else {
+        return args.into_agent();
+    };
+    // One source of truth: a flag next to --config would be silently overridden by the file,
+    // or override it, and either surprises someone reading the other.
+    let mut flags = Vec::new();
+    let mut ignored = Vec::new();
+    let command = Cli::command();
+    let run = command
+        .find_subcommand("run")
+        .expect("the run subcommand exists");
+    for arg in run.get_arguments() {
+        let id = arg.get_id().as_str();
+        if id == "config" || id == "log" {
+            continue;
+        }
+        match matches.value_source(id) {
+            Some(ValueSource::CommandLine) => flags.push(format!("--{}", id.replace('_', "-"))),
+            Some(ValueSource::EnvVariable) => ignored.push(id.to_owned()),
+            _ => {}
+        }
+    }
+    if !flags.is_empty() {
         anyhow::bail!(
-            "nowhere to send: give --endpoint URL (or OTEL_EXPORTER_OTLP_ENDPOINT), --stdout, --file, --statsd-addr, --prometheus-addr, --clickhouse-url or --archive-url"
+            "--config {} takes every setting from the file: move {} into it",
+            file.display(),
+            flags.join(", ")
         );
     }
-    for sink in &sinks {
-        sink.check()?;
+    if !ignored.is_empty() {
+        eprintln!(
+            "ue-decoder: ignoring the environment's settings for {} (--config {} decides)",
+            ignored.join(", "),
+            file.display()
+        );
     }
-    let names = TracepointNames {
-        metrics: args.metrics_tracepoint,
-        traces: args.traces_tracepoint,
-        logs: args.logs_tracepoint,
-    };
-    let reader = ReaderConfig {
-        tracefs: args.tracefs,
-        ring_kib: args.ring_kib,
-        wakeup_bytes: args.wakeup_bytes,
-        register: !args.no_register,
-        eventheader_providers: args.eventheader,
-        ..ReaderConfig::default()
-    };
-    let signals: Vec<Signal> = args.signals.iter().map(|s| (*s).into()).collect();
-    let config = RunConfig {
-        forward: ForwardConfig {
-            batch: BatchConfig {
-                max_items: args.batch_items,
-                max_bytes: args.batch_bytes,
-                max_delay: Duration::from_millis(args.batch_delay_ms),
-                merge: args.merge,
+    Ok(AgentConfig::from_file(file)?)
+}
+
+impl RunArgs {
+    /// The flags' configuration.
+    fn into_agent(self) -> anyhow::Result<AgentConfig> {
+        let mut sinks = self.sinks.configs(false)?;
+        if let Some(addr) = self.prometheus_addr {
+            sinks.push(SinkConfig::Prometheus(PrometheusConfig {
+                staleness: Duration::from_secs(self.prometheus_staleness_secs),
+                max_series: self.prometheus_max_series,
+                ..PrometheusConfig::new(addr)
+            }));
+        }
+        if sinks.is_empty() {
+            anyhow::bail!(
+                "nowhere to send: give --endpoint URL (or OTEL_EXPORTER_OTLP_ENDPOINT), --stdout, --file, --statsd-addr, --prometheus-addr, --clickhouse-url or --archive-url, or --config FILE"
+            );
+        }
+        for sink in &sinks {
+            sink.check()?;
+        }
+        let tracepoints = TracepointNames {
+            metrics: self.metrics_tracepoint,
+            traces: self.traces_tracepoint,
+            logs: self.logs_tracepoint,
+        };
+        let reader = ReaderConfig {
+            tracefs: self.tracefs,
+            ring_kib: self.ring_kib,
+            wakeup_bytes: self.wakeup_bytes,
+            register: !self.no_register,
+            eventheader_providers: self.eventheader,
+            ..ReaderConfig::default()
+        };
+        let signals: Vec<Signal> = self.signals.iter().map(|s| (*s).into()).collect();
+        let run = RunConfig {
+            forward: ForwardConfig {
+                batch: BatchConfig {
+                    max_items: self.batch_items,
+                    max_bytes: self.batch_bytes,
+                    max_delay: Duration::from_millis(self.batch_delay_ms),
+                    merge: self.merge,
+                },
+                ..self.sinks.forward(sinks, self.shutdown_secs)
             },
-            ..args.sinks.forward(sinks, args.shutdown_secs)
-        },
-        stats_interval: Duration::from_secs(args.stats_secs.max(1)),
-        self_metrics: args.self_metrics,
-        admin: args.admin_addr.map(|addr| AdminConfig {
-            addr,
-            unhealthy_after: Duration::from_secs(args.unhealthy_after_secs),
-        }),
-        writer_identity: !args.no_writer_identity,
-    };
+            stats_interval: Duration::from_secs(self.stats_secs.max(1)),
+            self_metrics: self.self_metrics,
+            admin: self.admin_addr.map(|addr| AdminConfig {
+                addr,
+                unhealthy_after: Duration::from_secs(self.unhealthy_after_secs),
+            }),
+            writer_identity: !self.no_writer_identity,
+        };
+        Ok(AgentConfig {
+            reader,
+            tracepoints,
+            signals,
+            run,
+            user: self.user,
+        })
+    }
+}
+
+fn run(args: RunArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
+    let AgentConfig {
+        reader,
+        tracepoints: names,
+        signals,
+        run: config,
+        user,
+    } = agent(args, matches)?;
     let source = PerfSource::open(reader, &names, &signals)?;
-    if !args.no_writer_identity && !source.reader().samples_cgroup() {
+    if config.writer_identity && !source.reader().samples_cgroup() {
         eprintln!(
             "ue-decoder: this kernel does not sample the writer's cgroup (PERF_SAMPLE_CGROUP, \
              Linux 5.7): resources carry user_events.writer.pid only"
@@ -627,8 +711,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     // Everything privileged is done: drop it before any thread starts (capabilities are
     // per thread).
-    if args.user.is_some() || !nix::unistd::Uid::effective().is_root() {
-        let dropped = ue_decoder::drop_privileges(args.user.as_deref())?;
+    if user.is_some() || !nix::unistd::Uid::effective().is_root() {
+        let dropped = ue_decoder::drop_privileges(user.as_deref())?;
         eprintln!("ue-decoder: now running as {dropped}");
     }
     let rt = runtime()?;

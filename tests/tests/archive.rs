@@ -537,7 +537,7 @@ fn start(
                 max_delay: Duration::from_millis(20),
                 ..BatchConfig::default()
             },
-            sinks: vec![SinkConfig::Archive(archive)],
+            sinks: vec![SinkConfig::Archive(archive).into()],
             shutdown_deadline: Duration::from_secs(30),
             ..ForwardConfig::default()
         },

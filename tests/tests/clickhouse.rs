@@ -243,7 +243,7 @@ fn start_daemon(
                 max_delay: Duration::from_millis(20),
                 ..BatchConfig::default()
             },
-            sinks: vec![SinkConfig::ClickHouse(sink)],
+            sinks: vec![SinkConfig::ClickHouse(sink).into()],
             shutdown_deadline: Duration::from_secs(30),
             ..ForwardConfig::default()
         },

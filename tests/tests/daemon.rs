@@ -41,7 +41,7 @@ fn config(sinks: Vec<SinkConfig>, batch: BatchConfig, stats: Duration) -> RunCon
     RunConfig {
         forward: ForwardConfig {
             batch,
-            sinks,
+            sinks: sinks.into_iter().map(Into::into).collect(),
             shutdown_deadline: Duration::from_secs(10),
             ..ForwardConfig::default()
         },

@@ -54,7 +54,7 @@ fn run_config(endpoint: String, queue: DiskQueueConfig, batch_items: u64) -> Run
                 max_delay: Duration::from_millis(50),
                 ..BatchConfig::default()
             },
-            sinks: vec![http(endpoint)],
+            sinks: vec![http(endpoint).into()],
             queue_bytes: 1 << 20,
             disk_queue: Some(queue),
             shutdown_deadline: Duration::from_secs(1),

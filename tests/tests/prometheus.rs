@@ -296,10 +296,13 @@ fn prometheus_scrapes_what_the_applications_wrote() {
                 max_delay: Duration::from_millis(20),
                 ..BatchConfig::default()
             },
-            sinks: vec![SinkConfig::Prometheus(PrometheusConfig {
-                max_series: 10,
-                ..PrometheusConfig::new(sink_addr)
-            })],
+            sinks: vec![
+                SinkConfig::Prometheus(PrometheusConfig {
+                    max_series: 10,
+                    ..PrometheusConfig::new(sink_addr)
+                })
+                .into(),
+            ],
             shutdown_deadline: Duration::from_secs(10),
             ..ForwardConfig::default()
         },

@@ -102,7 +102,7 @@ fn metrics_arrive_as_dogstatsd_lines_and_other_signals_do_not() {
                 max_delay: Duration::from_millis(20),
                 ..BatchConfig::default()
             },
-            sinks: vec![SinkConfig::Statsd(statsd)],
+            sinks: vec![SinkConfig::Statsd(statsd).into()],
             shutdown_deadline: Duration::from_secs(10),
             ..ForwardConfig::default()
         },
@@ -234,9 +234,9 @@ fn a_unix_datagram_socket_works_like_udp() {
     let source = MemorySource::new(100);
     let config = RunConfig {
         forward: ForwardConfig {
-            sinks: vec![SinkConfig::Statsd(StatsdConfig::new(StatsdTarget::Unix(
-                path.clone(),
-            )))],
+            sinks: vec![
+                SinkConfig::Statsd(StatsdConfig::new(StatsdTarget::Unix(path.clone()))).into(),
+            ],
             ..ForwardConfig::default()
         },
         ..RunConfig::default()

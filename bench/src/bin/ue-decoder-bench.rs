@@ -254,7 +254,7 @@ fn main() -> Result<()> {
                 merge: args.merge,
                 ..BatchConfig::default()
             },
-            sinks: vec![SinkConfig::Otlp(otlp)],
+            sinks: vec![SinkConfig::Otlp(otlp).into()],
             queue_bytes: args.queue_mib << 20,
             disk_queue,
             compression_threads: args.compression_threads,

@@ -261,6 +261,12 @@ pub(crate) fn prometheus(s: &Snapshot, started: SystemTime) -> String {
         "Items a receiver refused in a partial success.",
         &per_sink(&|k| k.rejected_items),
     );
+    counter(
+        &mut out,
+        "ue_decoder_sink_filtered_items_total",
+        "Items each sink's filter left out, as configured.",
+        &per_sink(&|k| k.filtered_items),
+    );
     let dropped = |m: fn(&super::super::sink::SinkSnapshot) -> &BTreeMap<&'static str, u64>| {
         s.sinks
             .iter()
@@ -499,6 +505,7 @@ mod tests {
         s.sinks.push(SinkSnapshot {
             name: "otlp-http \"a\"\\b".into(),
             items_sent: 40,
+            filtered_items: 11,
             failing_for: Some(Duration::from_millis(2500)),
             dropped_items: [("queue_full", 5)].into_iter().collect(),
             disk: Some(crate::sink::DiskSnapshot {
@@ -545,6 +552,9 @@ mod tests {
             "ue_decoder_sink_disk_corrupt_bytes_total{sink=\"otlp-http \\\"a\\\"\\\\b\"} 13\n"
         ));
         assert!(text.contains("ue_decoder_sink_held_items{sink=\"archive s3://b/p\"} 6\n"));
+        assert!(text.contains(
+            "ue_decoder_sink_filtered_items_total{sink=\"otlp-http \\\"a\\\"\\\\b\"} 11\n"
+        ));
         assert!(text.contains("ue_decoder_archive_objects_total{sink=\"archive s3://b/p\"} 9\n"));
         assert!(text.contains(
             "ue_decoder_archive_traces_flushed_total{sink=\"archive s3://b/p\",reason=\"max_traces\"} 2\n"
@@ -558,7 +568,7 @@ mod tests {
         let mut unique = types.clone();
         unique.dedup();
         assert_eq!(types.len(), unique.len());
-        assert_eq!(types.len(), 35);
+        assert_eq!(types.len(), 36);
     }
 
     #[test]

@@ -16,7 +16,8 @@ use super::stats::Stats;
 use crate::batch::{Batch, BatchConfig, Batcher, Incoming};
 use crate::capture::{Next, PerfDataError, PerfDataReader};
 use crate::sink::{
-    Compression, DiskQueueConfig, SinkConfig, SinkError, SinkSet, SinkSnapshot, compressed_body,
+    Compression, DiskQueueConfig, RoutedSink, SinkConfig, SinkError, SinkSet, SinkSnapshot,
+    compressed_body,
 };
 
 /// Batches waiting for a compression thread, per thread: enough to keep each busy while
@@ -28,8 +29,8 @@ const POOL_QUEUE_PER_THREAD: usize = 1;
 pub struct ForwardConfig {
     /// When batches are sent.
     pub batch: BatchConfig,
-    /// Where batches go.
-    pub sinks: Vec<SinkConfig>,
+    /// Where batches go (a [`SinkConfig`] converts into a sink that takes everything).
+    pub sinks: Vec<RoutedSink>,
     /// The most bytes each sink may hold queued in memory.
     pub queue_bytes: usize,
     /// Each sink's queue on disk instead (`--queue-dir`), kept across restarts.
@@ -128,7 +129,7 @@ impl Forwarder {
         )?);
         let mut compressions = Vec::new();
         for sink in &config.sinks {
-            if let SinkConfig::Otlp(c) = sink
+            if let SinkConfig::Otlp(c) = &sink.config
                 && c.compression != Compression::None
                 && !compressions.contains(&c.compression)
             {

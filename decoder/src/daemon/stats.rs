@@ -259,9 +259,11 @@ impl Snapshot {
             ),
         ];
         let mut sent = Vec::new();
+        let mut filtered = Vec::new();
         let mut dropped = Vec::new();
         for s in &self.sinks {
             sent.push(point(vec![attr("sink", s.name.clone())], s.items_sent));
+            filtered.push(point(vec![attr("sink", s.name.clone())], s.filtered_items));
             for (reason, n) in &s.dropped_items {
                 dropped.push(point(
                     vec![
@@ -277,6 +279,12 @@ impl Snapshot {
             "{item}",
             "Items the sinks delivered",
             sent,
+        ));
+        metrics.push(sum(
+            "ue_decoder.sink.items_filtered",
+            "{item}",
+            "Items the sinks' filters left out",
+            filtered,
         ));
         metrics.push(sum(
             "ue_decoder.sink.items_dropped",

@@ -277,6 +277,25 @@ pub enum SyncPolicy {
     Never,
 }
 
+impl std::str::FromStr for SyncPolicy {
+    type Err = String;
+
+    /// Milliseconds (group commit; 0 is `batch`), `batch` or `never`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "batch" => Ok(Self::EveryBatch),
+            "never" => Ok(Self::Never),
+            ms => match ms.parse::<u64>() {
+                Ok(0) => Ok(Self::EveryBatch),
+                Ok(ms) => Ok(Self::Interval(Duration::from_millis(ms))),
+                Err(_) => Err(format!(
+                    "expected milliseconds, `batch` or `never`, got {s:?}"
+                )),
+            },
+        }
+    }
+}
+
 impl Default for SyncPolicy {
     /// Group commit every 100 ms.
     fn default() -> Self {

@@ -32,6 +32,9 @@ pub struct SinkSnapshot {
     pub retries: u64,
     /// Items the receiver reported rejected in a partial success (never retried).
     pub rejected_items: u64,
+    /// Items the sink's filter left out (not dropped: the sink was configured not to take
+    /// them).
+    pub filtered_items: u64,
     /// Items dropped, by reason: `queue_full`, `retries_exhausted`, `permanent_error`,
     /// `shutdown`, `encode` (the archive's items too, when it could not write them); the Prometheus sink's points by its own reasons
     /// (`series_limit`, `out_of_order`, `type_conflict`, `delta_updown`, `invalid`), without
@@ -82,6 +85,9 @@ impl std::fmt::Display for SinkSnapshot {
             self.dropped_items,
             self.queue_bytes,
         )?;
+        if self.filtered_items > 0 {
+            write!(f, "; filtered out {} items", self.filtered_items)?;
+        }
         if let Some(d) = &self.disk {
             write!(
                 f,
@@ -173,6 +179,7 @@ struct Stats {
     bytes_sent: u64,
     retries: u64,
     rejected_items: u64,
+    filtered_items: u64,
     dropped_items: BTreeMap<&'static str, u64>,
     dropped_batches: BTreeMap<&'static str, u64>,
     last_error: Option<String>,
@@ -434,6 +441,11 @@ impl SinkQueue {
         s.stats.failed(error);
     }
 
+    /// The sink's filter left out `items` of a batch.
+    pub(crate) fn filtered(&self, items: u64) {
+        self.lock().stats.filtered_items += items;
+    }
+
     /// Keeps `error` as the last one without changing a count (a partial success).
     pub(crate) fn note_error(&self, error: String) {
         self.lock().stats.last_error = Some(error);
@@ -486,6 +498,7 @@ impl SinkQueue {
             bytes_sent: s.stats.bytes_sent,
             retries: s.stats.retries,
             rejected_items: s.stats.rejected_items,
+            filtered_items: s.stats.filtered_items,
             dropped_items: s.stats.dropped_items.clone(),
             dropped_batches: s.stats.dropped_batches.clone(),
             queue_bytes: s

@@ -13,6 +13,7 @@ use super::archive::ArchiveStats;
 use super::disk::{DiskQueue, sink_dir_name};
 use super::queue::{SinkQueue, reason};
 use super::retry::{Backoff, Rng};
+use super::route::{Filter, RoutedSink};
 use super::transport::{Outcome, Transport};
 use super::{DiskQueueConfig, RetryConfig, SinkConfig, SinkError, SinkSnapshot};
 use crate::batch::Batch;
@@ -138,6 +139,8 @@ pub struct SinkSet {
     sinks: Vec<Running>,
     /// Whether each sink takes batches of each signal, in [`Signal::ALL`]'s order.
     takes: Vec<[bool; Signal::ALL.len()]>,
+    /// Each sink's filter of items.
+    filters: Vec<Filter>,
 }
 
 impl fmt::Debug for SinkSet {
@@ -153,11 +156,11 @@ impl SinkSet {
     /// bytes of batches. Nothing connects yet; a configuration that cannot work (a bad
     /// URL, header or retry setting, a file that cannot be opened) starts no sink.
     pub fn start(
-        configs: Vec<SinkConfig>,
+        sinks: impl IntoIterator<Item = impl Into<RoutedSink>>,
         queue_bytes: usize,
         rt: &tokio::runtime::Handle,
     ) -> Result<SinkSet, SinkError> {
-        Self::start_with_disk(configs, queue_bytes, None, rt)
+        Self::start_with_disk(sinks, queue_bytes, None, rt)
     }
 
     /// As [`start`](Self::start), with each sink's queue on disk if `disk` is given: in a
@@ -165,15 +168,17 @@ impl SinkSet {
     /// run is picked up and sent first. `queue_bytes` then bounds nothing: memory holds the
     /// batch in flight only.
     pub fn start_with_disk(
-        configs: Vec<SinkConfig>,
+        sinks: impl IntoIterator<Item = impl Into<RoutedSink>>,
         queue_bytes: usize,
         disk: Option<&DiskQueueConfig>,
         rt: &tokio::runtime::Handle,
     ) -> Result<SinkSet, SinkError> {
+        let sinks: Vec<RoutedSink> = sinks.into_iter().map(Into::into).collect();
         // tonic's lazy channel spawns its connection task where it is built.
         let _guard = rt.enter();
-        let mut built = Vec::with_capacity(configs.len());
-        for config in &configs {
+        let mut built = Vec::with_capacity(sinks.len());
+        for sink in &sinks {
+            let config = &sink.config;
             let (retry, max_inflight) = match config {
                 SinkConfig::Otlp(c) => (c.retry.clone(), c.max_inflight),
                 SinkConfig::ClickHouse(c) => (c.retry.clone(), c.max_inflight),
@@ -201,10 +206,10 @@ impl SinkSet {
                 ),
             };
             retry.validate().map_err(|reason| SinkError::InvalidRetry {
-                sink: config.name(),
+                sink: sink.name(),
                 reason,
             })?;
-            built.push((config.name(), Transport::new(config)?, retry, max_inflight));
+            built.push((sink.name(), Transport::new(config)?, retry, max_inflight));
         }
         let mut queues = Vec::with_capacity(built.len());
         let mut dirs: Vec<String> = Vec::new();
@@ -226,7 +231,7 @@ impl SinkSet {
             queues.push(SinkQueue::on_disk(name.clone(), queue));
         }
         let mut seeds = Rng::from_entropy();
-        let sinks = built
+        let running = built
             .into_iter()
             .zip(queues)
             .map(|((_, transport, retry, max_inflight), queue)| {
@@ -250,22 +255,34 @@ impl SinkSet {
                 }
             })
             .collect();
-        let takes = configs
+        let takes = sinks
             .iter()
             .map(|c| Signal::ALL.map(|s| c.takes(s)))
             .collect();
-        Ok(SinkSet { sinks, takes })
+        let filters = sinks.into_iter().map(|s| s.route.filter).collect();
+        Ok(SinkSet {
+            sinks: running,
+            takes,
+            filters,
+        })
     }
 
     /// Queues `batch` on every sink that takes its signal, never waiting: a sink whose
-    /// queue it would take past its byte limit counts it dropped (`queue_full`) instead.
+    /// queue it would take past its byte limit counts it dropped (`queue_full`) instead. A
+    /// sink with a filter gets what its filter keeps, and counts what it left out.
     pub fn submit(&self, batch: Arc<Batch>) {
         let signal = Signal::ALL.iter().position(|s| *s == batch.signal());
-        for (sink, takes) in self.sinks.iter().zip(&self.takes) {
+        for ((sink, takes), filter) in self.sinks.iter().zip(&self.takes).zip(&self.filters) {
             if signal.is_some_and(|i| !takes[i]) {
                 continue;
             }
-            sink.queue.push(Arc::clone(&batch));
+            let (kept, left_out) = filter.apply(&batch);
+            if left_out > 0 {
+                sink.queue.filtered(left_out);
+            }
+            if let Some(kept) = kept {
+                sink.queue.push(kept);
+            }
         }
     }
 

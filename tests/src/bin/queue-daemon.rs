@@ -61,17 +61,20 @@ fn main() {
                 max_delay: Duration::from_millis(20),
                 ..BatchConfig::default()
             },
-            sinks: vec![SinkConfig::Otlp(OtlpConfig {
-                endpoint: args.endpoint.clone(),
-                timeout: Duration::from_secs(2),
-                retry: RetryConfig {
-                    initial_interval: Duration::from_millis(100),
-                    max_interval: Duration::from_millis(300),
-                    max_elapsed: Duration::ZERO,
-                    ..RetryConfig::default()
-                },
-                ..OtlpConfig::default()
-            })],
+            sinks: vec![
+                SinkConfig::Otlp(OtlpConfig {
+                    endpoint: args.endpoint.clone(),
+                    timeout: Duration::from_secs(2),
+                    retry: RetryConfig {
+                        initial_interval: Duration::from_millis(100),
+                        max_interval: Duration::from_millis(300),
+                        max_elapsed: Duration::ZERO,
+                        ..RetryConfig::default()
+                    },
+                    ..OtlpConfig::default()
+                })
+                .into(),
+            ],
             disk_queue: Some(DiskQueueConfig {
                 sync: SyncPolicy::Interval(Duration::from_millis(100)),
                 max_bytes: args.max_bytes,

@@ -3,6 +3,7 @@
 //! project's VM on hosts without user_events.
 #![cfg(feature = "kernel")]
 
+mod config;
 mod eventheader;
 mod exporter;
 mod hostile;

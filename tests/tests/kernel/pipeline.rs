@@ -73,7 +73,7 @@ impl Decoder {
             .expect("the decoder attaches");
         let config = RunConfig {
             forward: ForwardConfig {
-                sinks,
+                sinks: sinks.into_iter().map(Into::into).collect(),
                 shutdown_deadline: Duration::from_secs(30),
                 ..ForwardConfig::default()
             },
