@@ -461,6 +461,31 @@ struct ArchiveTable {
     retry: Option<Spanned<RetryTable>>,
 }
 
+/// `common()` of every sink table: the fields all of them have.
+macro_rules! common_fields {
+    ($($table:ty),*) => {
+        $(impl $table {
+            fn common(&self) -> Common<'_> {
+                Common {
+                    name: &self.name,
+                    signals: &self.signals,
+                    filter: &self.filter,
+                }
+            }
+        })*
+    };
+}
+
+common_fields!(
+    OtlpTable,
+    PrometheusTable,
+    StatsdTable,
+    StdoutTable,
+    FileSinkTable,
+    ClickHouseTable,
+    ArchiveTable
+);
+
 impl FileTable {
     fn build(self, at: &Locator<'_>) -> Result<AgentConfig, ConfigError> {
         let r = self.reader;
@@ -626,21 +651,17 @@ impl SinksTable {
             self.stdout,
             "stdout",
             |t: &StdoutTable, field: &str, span| {
-                let common = Common {
-                    name: &t.name,
-                    signals: &t.signals,
-                    filter: &t.filter,
-                };
-                routed(SinkConfig::Stdout, common, field, span, at)
+                routed(SinkConfig::Stdout, t.common(), field, span, at)
             }
         );
         each!(self.file, "file", |t: &FileSinkTable, field: &str, span| {
-            let common = Common {
-                name: &t.name,
-                signals: &t.signals,
-                filter: &t.filter,
-            };
-            routed(SinkConfig::File(t.path.clone()), common, field, span, at)
+            routed(
+                SinkConfig::File(t.path.clone()),
+                t.common(),
+                field,
+                span,
+                at,
+            )
         });
         each!(
             self.clickhouse,
@@ -862,14 +883,6 @@ fn read<T>(
 }
 
 impl OtlpTable {
-    fn common(&self) -> Common<'_> {
-        Common {
-            name: &self.name,
-            signals: &self.signals,
-            filter: &self.filter,
-        }
-    }
-
     fn build(
         &self,
         field: &str,
@@ -934,26 +947,6 @@ impl OtlpTable {
     }
 }
 
-impl PrometheusTable {
-    fn common(&self) -> Common<'_> {
-        Common {
-            name: &self.name,
-            signals: &self.signals,
-            filter: &self.filter,
-        }
-    }
-}
-
-impl StatsdTable {
-    fn common(&self) -> Common<'_> {
-        Common {
-            name: &self.name,
-            signals: &self.signals,
-            filter: &self.filter,
-        }
-    }
-}
-
 impl ClickHouseTable {
     fn build(
         &self,
@@ -1007,12 +1000,7 @@ impl ClickHouseTable {
                 at,
             )?,
         });
-        let common = Common {
-            name: &self.name,
-            signals: &self.signals,
-            filter: &self.filter,
-        };
-        routed(config, common, field, span, at)
+        routed(config, self.common(), field, span, at)
     }
 }
 
@@ -1065,12 +1053,7 @@ impl ArchiveTable {
             notify_url: self.notify_url.as_ref().map(|u| u.get_ref().clone()),
             ..defaults
         });
-        let common = Common {
-            name: &self.name,
-            signals: &self.signals,
-            filter: &self.filter,
-        };
-        routed(config, common, field, span, at)
+        routed(config, self.common(), field, span, at)
     }
 }
 
