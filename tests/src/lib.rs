@@ -2,6 +2,7 @@
 //! they were split into events, and exporters that hand one SDK export to several exporters
 //! while keeping the reference conversion of it.
 
+pub mod daemon;
 pub mod eventheader;
 #[cfg(feature = "kernel")]
 pub mod kernel;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use serde_json::Value as Json;
+use tests::daemon::Daemon;
 use tests::otlp;
 use ue_decoder::proto::collector::logs::v1::ExportLogsServiceRequest;
 use ue_decoder::proto::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -26,8 +27,7 @@ use ue_decoder::proto::metrics::v1::{
 use ue_decoder::proto::resource::v1::Resource;
 use ue_decoder::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use ue_decoder::{
-    ArchiveConfig, BatchConfig, ForwardConfig, MemorySource, PerfDataReader, RetryConfig,
-    RunConfig, Signal, SinkConfig, Snapshot, TracepointNames,
+    ArchiveConfig, MemorySource, PerfDataReader, RetryConfig, Signal, SinkConfig, TracepointNames,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -522,42 +522,6 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Result<u16, 
 // ---------------------------------------------------------------------------------------
 // The daemon.
 
-/// A daemon reading `source` into `archive` alone; stop it with the sender.
-fn start(
-    rt: &tokio::runtime::Runtime,
-    source: &MemorySource,
-    archive: ArchiveConfig,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<Snapshot, ue_decoder::RunError>>,
-) {
-    let config = RunConfig {
-        forward: ForwardConfig {
-            batch: BatchConfig {
-                max_delay: Duration::from_millis(20),
-                ..BatchConfig::default()
-            },
-            sinks: vec![SinkConfig::Archive(archive).into()],
-            shutdown_deadline: Duration::from_secs(30),
-            ..ForwardConfig::default()
-        },
-        stats_interval: Duration::from_secs(3600),
-        self_metrics: false,
-        admin: None,
-        writer_identity: true,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = rt.spawn(ue_decoder::run(
-        source.clone(),
-        config,
-        async {
-            let _ = stopped.await;
-        },
-        || {},
-    ));
-    (stop, daemon)
-}
-
 /// Retries quick enough for a test.
 fn fast_retry(max_elapsed: Duration) -> RetryConfig {
     RetryConfig {
@@ -599,7 +563,12 @@ fn a_directory_archive_holds_every_item_once_grouped_per_service_and_trace() {
         notify_retry: fast_retry(Duration::from_secs(10)),
         ..ArchiveConfig::new(format!("file://{}", dir.display()))
     };
-    let (stop, daemon) = start(&rt, &source, archive);
+    let daemon = Daemon::with_sink(
+        &rt,
+        &source,
+        SinkConfig::Archive(archive),
+        Duration::from_secs(30),
+    );
 
     // Trace 1 of checkout over three events, two CPUs and two scopes; trace 1 of payments
     // (the same trace, another service); trace 2 of checkout; trace 3 of a service whose
@@ -640,8 +609,7 @@ fn a_directory_archive_holds_every_item_once_grouped_per_service_and_trace() {
     );
     wait_for("every event to be read", || source.pending() == 0);
     std::thread::sleep(Duration::from_millis(100));
-    stop.send(()).unwrap();
-    let snapshot = rt.block_on(daemon).unwrap().unwrap();
+    let snapshot = daemon.stop(&rt);
     let sink = &snapshot.sinks[0];
 
     let objects = read_dir_archive(&dir);
@@ -796,13 +764,17 @@ fn a_notification_that_cannot_be_sent_is_counted_and_loses_no_object() {
         notify_retry: fast_retry(Duration::from_millis(600)),
         ..ArchiveConfig::new(format!("file://{}", dir.display()))
     };
-    let (stop, daemon) = start(&rt, &source, archive);
+    let daemon = Daemon::with_sink(
+        &rt,
+        &source,
+        SinkConfig::Archive(archive),
+        Duration::from_secs(30),
+    );
     assert!(source.write(0, Signal::Traces, &traces("a", "s", vec![span(1, "x")])));
     assert!(source.write(0, Signal::Logs, &logs(&[("a", &["l1", "l2"])])));
     wait_for("every event to be read", || source.pending() == 0);
     std::thread::sleep(Duration::from_millis(100));
-    stop.send(()).unwrap();
-    let snapshot = rt.block_on(daemon).unwrap().unwrap();
+    let snapshot = daemon.stop(&rt);
     let sink = &snapshot.sinks[0];
     let objects = read_dir_archive(&dir);
     assert_eq!(objects.len(), 2, "{objects:?}");
@@ -843,19 +815,28 @@ fn on_s3_late_spans_and_a_restarted_decoder_never_overwrite_an_object() {
     };
 
     let source = MemorySource::new(100);
-    let (stop, daemon) = start(&rt, &source, archive.clone());
+    let daemon = Daemon::with_sink(
+        &rt,
+        &source,
+        SinkConfig::Archive(archive.clone()),
+        Duration::from_secs(30),
+    );
     assert!(source.write(0, Signal::Traces, &traces("a", "s", vec![span(1, "first")])));
     wait_for("the trace's object", || count() == 1);
     assert!(source.write(0, Signal::Traces, &traces("a", "s", vec![span(1, "late")])));
     wait_for("the late span to be read", || source.pending() == 0);
     std::thread::sleep(Duration::from_millis(100));
-    stop.send(()).unwrap();
-    let first_run = rt.block_on(daemon).unwrap().unwrap();
+    let first_run = daemon.stop(&rt);
     assert_eq!(first_run.sinks[0].items_sent, 2, "{}", first_run.sinks[0]);
 
     // A new decoder knows nothing of the trace: the store refuses the taken keys.
     let source = MemorySource::new(100);
-    let (stop, daemon) = start(&rt, &source, archive);
+    let daemon = Daemon::with_sink(
+        &rt,
+        &source,
+        SinkConfig::Archive(archive),
+        Duration::from_secs(30),
+    );
     assert!(source.write(
         0,
         Signal::Traces,
@@ -863,8 +844,7 @@ fn on_s3_late_spans_and_a_restarted_decoder_never_overwrite_an_object() {
     ));
     wait_for("the span to be read", || source.pending() == 0);
     std::thread::sleep(Duration::from_millis(100));
-    stop.send(()).unwrap();
-    let second_run = rt.block_on(daemon).unwrap().unwrap();
+    let second_run = daemon.stop(&rt);
     let sink = &second_run.sinks[0];
     assert_eq!((sink.items_sent, sink.dropped_total()), (1, 0), "{sink}");
 

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
+use tests::daemon::Daemon;
 use tests::otlp;
 use ue_decoder::proto::collector::logs::v1::ExportLogsServiceRequest;
 use ue_decoder::proto::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -31,10 +32,7 @@ use ue_decoder::proto::resource::v1::Resource;
 use ue_decoder::proto::trace::v1::{
     ResourceSpans, ScopeSpans, Span, Status, span, span::SpanKind, status::StatusCode,
 };
-use ue_decoder::{
-    BatchConfig, ClickHouseConfig, ForwardConfig, MemorySource, RetryConfig, RunConfig, Signal,
-    SinkConfig, Snapshot,
-};
+use ue_decoder::{ClickHouseConfig, MemorySource, RetryConfig, Signal, SinkConfig};
 
 /// The user the sink inserts as, besides the password-less `default` the test reads as.
 const USER: &str = "ue";
@@ -226,42 +224,6 @@ fn sink_config(addr: SocketAddr) -> ClickHouseConfig {
         },
         ..ClickHouseConfig::default()
     }
-}
-
-/// A daemon reading `source` into the one sink `sink`, and the sender that stops it.
-fn start_daemon(
-    rt: &tokio::runtime::Runtime,
-    source: &MemorySource,
-    sink: ClickHouseConfig,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<Snapshot, ue_decoder::RunError>>,
-) {
-    let config = RunConfig {
-        forward: ForwardConfig {
-            batch: BatchConfig {
-                max_delay: Duration::from_millis(20),
-                ..BatchConfig::default()
-            },
-            sinks: vec![SinkConfig::ClickHouse(sink).into()],
-            shutdown_deadline: Duration::from_secs(30),
-            ..ForwardConfig::default()
-        },
-        stats_interval: Duration::from_secs(3600),
-        self_metrics: false,
-        admin: None,
-        writer_identity: true,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = rt.spawn(ue_decoder::run(
-        source.clone(),
-        config,
-        async {
-            let _ = stopped.await;
-        },
-        || {},
-    ));
-    (stop, daemon)
 }
 
 fn value(v: any_value::Value) -> Option<AnyValue> {
@@ -534,7 +496,12 @@ fn spans_logs_and_metric_points_become_rows_of_the_collectors_tables() {
     let server = ClickHouseServer::start(free_addr());
     let rt = tests::runtime();
     let source = MemorySource::new(1000);
-    let (stop, daemon) = start_daemon(&rt, &source, sink_config(server.addr));
+    let daemon = Daemon::with_sink(
+        &rt,
+        &source,
+        SinkConfig::ClickHouse(sink_config(server.addr)),
+        Duration::from_secs(30),
+    );
 
     assert!(source.write(0, Signal::Traces, &traces().encode_to_vec()));
     assert!(source.write(1, Signal::Logs, &logs().encode_to_vec()));
@@ -556,8 +523,7 @@ fn spans_logs_and_metric_points_become_rows_of_the_collectors_tables() {
     server.eventually(&count("otel_metrics_exponential_histogram"), "1");
     server.eventually(&count("otel_metrics_summary"), "1");
 
-    stop.send(()).unwrap();
-    let snapshot = rt.block_on(daemon).unwrap().unwrap();
+    let snapshot = daemon.stop(&rt);
     let sink = &snapshot.sinks[0];
     assert_eq!(sink.name, format!("clickhouse http://{}", server.addr));
     assert_eq!(sink.items_sent, 52 + 32 + 42 + 2 + 1 + 1 + 1, "{sink}");
@@ -685,7 +651,12 @@ fn a_server_that_comes_up_late_and_a_dropped_table_lose_nothing() {
     let addr = free_addr();
     let rt = tests::runtime();
     let source = MemorySource::new(1000);
-    let (stop, daemon) = start_daemon(&rt, &source, sink_config(addr));
+    let daemon = Daemon::with_sink(
+        &rt,
+        &source,
+        SinkConfig::ClickHouse(sink_config(addr)),
+        Duration::from_secs(30),
+    );
 
     // Nothing listens yet: each signal's batch fails and waits for its retry.
     assert!(source.write(0, Signal::Traces, &traces().encode_to_vec()));
@@ -717,8 +688,7 @@ fn a_server_that_comes_up_late_and_a_dropped_table_lose_nothing() {
         "after.drop.summary",
     );
 
-    stop.send(()).unwrap();
-    let snapshot = rt.block_on(daemon).unwrap().unwrap();
+    let snapshot = daemon.stop(&rt);
     let sink = &snapshot.sinks[0];
     assert_eq!(sink.dropped_total(), 0, "{sink}");
     assert_eq!(sink.items_sent, 2 + 2 + 7 + 2, "{sink}");
@@ -742,13 +712,17 @@ fn a_wrong_password_drops_batches_at_once_counted() {
         password: Some("wrong".into()),
         ..sink_config(server.addr)
     };
-    let (stop, daemon) = start_daemon(&rt, &source, sink);
+    let daemon = Daemon::with_sink(
+        &rt,
+        &source,
+        SinkConfig::ClickHouse(sink),
+        Duration::from_secs(30),
+    );
     assert!(source.write(0, Signal::Logs, &logs().encode_to_vec()));
     assert!(source.write(0, Signal::Traces, &traces().encode_to_vec()));
     // Long enough for both batches to be tried (20 ms batching delay), not to be retried.
     std::thread::sleep(Duration::from_millis(1500));
-    stop.send(()).unwrap();
-    let snapshot = rt.block_on(daemon).unwrap().unwrap();
+    let snapshot = daemon.stop(&rt);
     let sink = &snapshot.sinks[0];
     assert_eq!(sink.dropped("permanent_error"), 4, "{sink}");
     assert_eq!(sink.retries, 0, "{sink}");

@@ -8,8 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use prost::Message as _;
+use tests::daemon::Daemon;
 use tests::otlp;
-use ue_decoder::{AgentConfig, MemorySource, Signal, Snapshot};
+use ue_decoder::{AgentConfig, MemorySource, Signal};
 
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -270,15 +271,7 @@ path = "{}"
 
     let rt = tests::runtime();
     let source = MemorySource::new(10_000);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = rt.spawn(ue_decoder::run(
-        source.clone(),
-        agent.run,
-        async {
-            let _ = stopped.await;
-        },
-        || {},
-    ));
+    let daemon = Daemon::start(&rt, &source, agent.run);
     let services = ["checkout-eu", "search"];
     for (i, service) in services.iter().enumerate() {
         for name in ["http.server.duration", "db.calls"] {
@@ -296,8 +289,7 @@ path = "{}"
         assert!(source.write(i as u32, Signal::Logs, &l.encode_to_vec()));
     }
     std::thread::sleep(Duration::from_millis(200));
-    let _ = stop.send(());
-    let snapshot: Snapshot = rt.block_on(task).unwrap().unwrap();
+    let snapshot = daemon.stop(&rt);
 
     // Everything: 2 services x (2 metrics x 3 points + 2 names x 2 spans + 4 records).
     let all = json_lines(&all_file);

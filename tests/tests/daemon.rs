@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
+use tests::daemon::Daemon;
 use tests::otlp;
 use tests::receiver::{Receiver, Respond};
 use ue_decoder::{
@@ -68,35 +69,6 @@ fn no_timed_batches() -> BatchConfig {
     }
 }
 
-/// A daemon running on `rt` over `source`, and the sender that stops it.
-struct Daemon {
-    task: tokio::task::JoinHandle<Result<Snapshot, ue_decoder::RunError>>,
-    stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Daemon {
-    fn start(rt: &tokio::runtime::Runtime, source: &MemorySource, config: RunConfig) -> Self {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = rt.spawn(ue_decoder::run(
-            source.clone(),
-            config,
-            async {
-                let _ = stopped.await;
-            },
-            || {},
-        ));
-        Self { task, stop }
-    }
-
-    /// Stops it as SIGTERM would; the final counters and how long the stop took.
-    fn stop(self, rt: &tokio::runtime::Runtime) -> (Snapshot, Duration) {
-        let asked = Instant::now();
-        self.stop.send(()).unwrap();
-        let snapshot = rt.block_on(self.task).unwrap().unwrap();
-        (snapshot, asked.elapsed())
-    }
-}
-
 /// Waits up to 10 s for `done`.
 fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -124,7 +96,7 @@ fn what_was_written_before_the_stop_is_drained_batched_and_sent() {
     }
     // Stopped at once: no batch was due (no size reached, no delay), so whatever arrives
     // came through the last drain and the final flush.
-    let (s, _) = daemon.stop(&rt);
+    let (s, _) = daemon.stop_timed(&rt);
     assert_eq!(source.pending(), 0);
     assert_eq!(
         (items(&s, Signal::Metrics), items(&s, Signal::Traces)),
@@ -166,7 +138,7 @@ fn log_records_are_read_batched_and_sent_next_to_the_other_signals() {
         assert!(source.write(i % 2, Signal::Logs, &log_records(4)));
     }
     assert!(source.write(0, Signal::Traces, &span()));
-    let (s, _) = daemon.stop(&rt);
+    let (s, _) = daemon.stop_timed(&rt);
     assert_eq!(
         (items(&s, Signal::Logs), items(&s, Signal::Traces)),
         (120, 1)
@@ -256,7 +228,7 @@ fn a_stalled_sink_never_holds_up_the_reader() {
     }
     eventually("the reader to drain", || source.pending() == 0);
     release.send(()).unwrap();
-    let (s, _) = daemon.stop(&rt);
+    let (s, _) = daemon.stop_timed(&rt);
 
     assert_eq!(source.lost(), 0, "the rings never filled: {s}");
     assert_eq!(s.kernel_lost_total(), 0, "{s}");
@@ -297,7 +269,7 @@ fn shutdown_gives_the_sinks_no_more_than_the_deadline() {
     }
     assert!(rt.block_on(receiver.wait_for_requests(1, Duration::from_secs(10))));
 
-    let (s, took) = daemon.stop(&rt);
+    let (s, took) = daemon.stop_timed(&rt);
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
     assert!(took >= Duration::from_millis(300), "shutdown took {took:?}");
     let sink = &s.sinks[0];
@@ -325,7 +297,7 @@ fn self_metrics_go_out_through_the_sinks() {
                 .any(|l| about_the_decoder(l) && l.contains(r#""asInt":"7""#))
         })
     });
-    let (s, _) = daemon.stop(&rt);
+    let (s, _) = daemon.stop_timed(&rt);
     let text = std::fs::read_to_string(&path).unwrap();
     let line = text.lines().find(|l| about_the_decoder(l)).unwrap();
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -378,7 +350,7 @@ fn a_slow_sink_drops_its_own_overflow_while_reading_and_the_other_sink_keep_up()
             std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == round)
         });
     }
-    let (s, _) = daemon.stop(&rt);
+    let (s, _) = daemon.stop_timed(&rt);
     assert_eq!(s.kernel_lost_total(), 0, "reading was never held up");
     assert_eq!(items(&s, Signal::Metrics), 200);
     let (slow_sink, fast_sink) = (&s.sinks[0], &s.sinks[1]);
@@ -498,7 +470,7 @@ fn the_admin_endpoint_serves_counters_health_and_readiness() {
     });
     assert_eq!(http_get(addr, "/nope").0, 404);
 
-    let (s, _) = daemon.stop(&rt);
+    let (s, _) = daemon.stop_timed(&rt);
     assert_eq!(s.sinks[0].items_sent, 16);
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
@@ -659,7 +631,7 @@ fn the_receiver_gets_exactly_what_the_applications_wrote() {
         let pid = std::process::id();
         written.push((signal, as_forwarded(signal, &request, service, scope, pid)));
     }
-    let (s, _) = daemon.stop(&rt);
+    let (s, _) = daemon.stop_timed(&rt);
     assert_eq!(s.kernel_lost_total(), 0);
     for sink in &s.sinks {
         assert_eq!(sink.dropped_total(), 0, "{sink}");

@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
+use tests::daemon::Daemon;
 use tests::otlp;
 use tests::receiver::{Receiver, Respond};
 use ue_decoder::{
     Batch, BatchConfig, DiskQueueConfig, ForwardConfig, MemorySource, OtlpConfig, Request,
-    RetryConfig, RunConfig, Signal, SinkConfig, SinkSet, Snapshot, SyncPolicy,
+    RetryConfig, RunConfig, Signal, SinkConfig, SinkSet, SyncPolicy,
 };
 
 fn scratch(name: &str) -> PathBuf {
@@ -64,32 +65,6 @@ fn run_config(endpoint: String, queue: DiskQueueConfig, batch_items: u64) -> Run
         self_metrics: false,
         admin: None,
         writer_identity: true,
-    }
-}
-
-/// A daemon running on `rt` over `source`, and the sender that stops it.
-struct Daemon {
-    task: tokio::task::JoinHandle<Result<Snapshot, ue_decoder::RunError>>,
-    stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Daemon {
-    fn start(rt: &tokio::runtime::Runtime, source: &MemorySource, config: RunConfig) -> Self {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = rt.spawn(ue_decoder::run(
-            source.clone(),
-            config,
-            async {
-                let _ = stopped.await;
-            },
-            || {},
-        ));
-        Self { task, stop }
-    }
-
-    fn stop(self, rt: &tokio::runtime::Runtime) -> Snapshot {
-        self.stop.send(()).unwrap();
-        rt.block_on(self.task).unwrap().unwrap()
     }
 }
 

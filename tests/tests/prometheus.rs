@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prost::Message as _;
 use serde_json::Value as Json;
+use tests::daemon::Daemon;
 use ue_decoder::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use ue_decoder::proto::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use ue_decoder::proto::metrics::v1::{
@@ -20,10 +21,7 @@ use ue_decoder::proto::metrics::v1::{
     exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
 };
 use ue_decoder::proto::resource::v1::Resource;
-use ue_decoder::{
-    BatchConfig, ForwardConfig, MemorySource, PrometheusConfig, RunConfig, Signal, SinkConfig,
-    Snapshot,
-};
+use ue_decoder::{MemorySource, PrometheusConfig, Signal, SinkConfig};
 
 /// A series' labels (`__name__` included) and its value, as the query API returns them.
 type Sample = (BTreeMap<String, String>, f64);
@@ -290,36 +288,15 @@ fn prometheus_scrapes_what_the_applications_wrote() {
     let rt = tests::runtime();
     let sink_addr = free_addr();
     let source = MemorySource::new(1000);
-    let config = RunConfig {
-        forward: ForwardConfig {
-            batch: BatchConfig {
-                max_delay: Duration::from_millis(20),
-                ..BatchConfig::default()
-            },
-            sinks: vec![
-                SinkConfig::Prometheus(PrometheusConfig {
-                    max_series: 10,
-                    ..PrometheusConfig::new(sink_addr)
-                })
-                .into(),
-            ],
-            shutdown_deadline: Duration::from_secs(10),
-            ..ForwardConfig::default()
-        },
-        stats_interval: Duration::from_secs(3600),
-        self_metrics: false,
-        admin: None,
-        writer_identity: true,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = rt.spawn(ue_decoder::run(
-        source.clone(),
-        config,
-        async {
-            let _ = stopped.await;
-        },
-        || {},
-    ));
+    let daemon = Daemon::with_sink(
+        &rt,
+        &source,
+        SinkConfig::Prometheus(PrometheusConfig {
+            max_series: 10,
+            ..PrometheusConfig::new(sink_addr)
+        }),
+        Duration::from_secs(10),
+    );
 
     let t0 = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -491,8 +468,7 @@ fn prometheus_scrapes_what_the_applications_wrote() {
     eventually(&prom, "up", &[(up, 1.0)]);
     drop(prom);
 
-    stop.send(()).unwrap();
-    let snapshot: Snapshot = rt.block_on(daemon).unwrap().unwrap();
+    let snapshot = daemon.stop(&rt);
     let sink = &snapshot.sinks[0];
     assert_eq!(sink.name, format!("prometheus http://{sink_addr}/metrics"));
     // 4 + 1 + 2 + 2 + 1 + 6 points (the span not among them); one repeat and two series

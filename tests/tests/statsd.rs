@@ -6,10 +6,10 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
+use tests::daemon::Daemon;
 use tests::otlp;
 use ue_decoder::{
-    BatchConfig, ForwardConfig, MemorySource, RunConfig, Signal, SinkConfig, StatsdConfig,
-    StatsdTarget,
+    ForwardConfig, MemorySource, RunConfig, Signal, SinkConfig, StatsdConfig, StatsdTarget,
 };
 use ue_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use ue_proto::common::v1::{AnyValue, KeyValue, any_value};
@@ -96,30 +96,12 @@ fn metrics_arrive_as_dogstatsd_lines_and_other_signals_do_not() {
     let source = MemorySource::new(1000);
     let mut statsd = StatsdConfig::new(StatsdTarget::Udp(server.local_addr().unwrap()));
     statsd.max_datagram = 128;
-    let config = RunConfig {
-        forward: ForwardConfig {
-            batch: BatchConfig {
-                max_delay: Duration::from_millis(20),
-                ..BatchConfig::default()
-            },
-            sinks: vec![SinkConfig::Statsd(statsd).into()],
-            shutdown_deadline: Duration::from_secs(10),
-            ..ForwardConfig::default()
-        },
-        stats_interval: Duration::from_secs(3600),
-        self_metrics: false,
-        admin: None,
-        writer_identity: true,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = rt.spawn(ue_decoder::run(
-        source.clone(),
-        config,
-        async {
-            let _ = stopped.await;
-        },
-        || {},
-    ));
+    let daemon = Daemon::with_sink(
+        &rt,
+        &source,
+        SinkConfig::Statsd(statsd),
+        Duration::from_secs(10),
+    );
 
     let first = request(vec![
         sum(
@@ -212,8 +194,7 @@ fn metrics_arrive_as_dogstatsd_lines_and_other_signals_do_not() {
     };
     assert_eq!(count(&got), count(&expected));
 
-    stop.send(()).unwrap();
-    let snapshot = rt.block_on(daemon).unwrap().unwrap();
+    let snapshot = daemon.stop(&rt);
     let sink = &snapshot.sinks[0];
     // 7 points; the NaN gauge is refused; the spans never reach this sink.
     assert_eq!((sink.items_sent, sink.rejected_items), (6, 1), "{sink:?}");
@@ -241,21 +222,12 @@ fn a_unix_datagram_socket_works_like_udp() {
         },
         ..RunConfig::default()
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = rt.spawn(ue_decoder::run(
-        source.clone(),
-        config,
-        async {
-            let _ = stopped.await;
-        },
-        || {},
-    ));
+    let daemon = Daemon::start(&rt, &source, config);
     assert!(source.write(0, Signal::Metrics, &request(vec![gauge("g", 1.0)])));
     let mut buf = [0u8; 8192];
     let n = server.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], format!("g:1|g|#{TAGS}").as_bytes());
-    stop.send(()).unwrap();
-    let snapshot = rt.block_on(daemon).unwrap().unwrap();
+    let snapshot = daemon.stop(&rt);
     assert_eq!(snapshot.sinks[0].items_sent, 1);
     std::fs::remove_file(&path).unwrap();
 }

@@ -76,6 +76,10 @@ struct Args {
     /// see the memory of a steady load the receiver keeps up with.
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// Forward the payloads as written, without stamping each event's resources with its
+    /// writer (`ue-decoder run --no-writer-identity`), to see what stamping costs.
+    #[arg(long)]
+    no_writer_identity: bool,
 }
 
 /// The events of one round: each event's fields, and the items in all of them.
@@ -237,14 +241,10 @@ fn main() -> Result<()> {
         Some(dir) => Some(DiskQueueConfig {
             dir: dir.clone(),
             max_bytes: 8 << 30,
-            sync: match args.queue_sync.as_str() {
-                "batch" | "0" => SyncPolicy::EveryBatch,
-                "never" => SyncPolicy::Never,
-                ms => SyncPolicy::Interval(Duration::from_millis(
-                    ms.parse()
-                        .context("--queue-sync: milliseconds, batch or never")?,
-                )),
-            },
+            sync: args
+                .queue_sync
+                .parse::<SyncPolicy>()
+                .map_err(|e| anyhow::anyhow!("--queue-sync: {e}"))?,
         }),
     };
     otlp.max_inflight = args.max_inflight;
@@ -263,7 +263,7 @@ fn main() -> Result<()> {
         stats_interval: Duration::from_secs(3600),
         self_metrics: false,
         admin: None,
-        writer_identity: true,
+        writer_identity: !args.no_writer_identity,
     };
 
     // As many events as 8 perf rings of 1 MiB hold.
