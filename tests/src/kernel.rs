@@ -216,3 +216,64 @@ pub fn strip_writer(request: &mut ue_decoder::Request, pid: u32, cgroup_id: u64)
         }
     }
 }
+
+/// The `ue-decoder` binary (or a command that runs it, such as `setpriv ... ue-decoder`),
+/// started and attached: [`start`](Self::start) returns once it says it reads, keeping
+/// what it logged so far, and its later stderr is collected until it exits.
+pub struct DecoderProcess {
+    child: std::process::Child,
+    /// What it logged up to and including its "reading" line.
+    pub attached: Vec<String>,
+    rest: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl DecoderProcess {
+    /// `ue-decoder ARGS`, as built next to the test.
+    pub fn command(args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(crate::built("ue-decoder"));
+        command.args(args);
+        command
+    }
+
+    /// Spawns `command` with stderr piped and waits until the decoder says it reads;
+    /// fails the test with what it logged if it exits first.
+    pub fn start(mut command: std::process::Command) -> Self {
+        use std::io::{BufRead as _, BufReader};
+        let mut child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the decoder");
+        let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        let mut attached = Vec::new();
+        let ready = stderr.by_ref().map_while(Result::ok).any(|l| {
+            attached.push(l.clone());
+            l.contains("ue-decoder: reading")
+        });
+        assert!(ready, "the decoder says when it is attached: {attached:#?}");
+        let rest = std::thread::spawn(move || stderr.map_while(Result::ok).collect());
+        Self {
+            child,
+            attached,
+            rest,
+        }
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops it with SIGTERM, as systemd does; its exit status and everything it logged.
+    pub fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        // SAFETY: kill has no memory preconditions; the pid is our child's, not yet reaped.
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) },
+            0
+        );
+        let status = self.child.wait().expect("wait for the decoder");
+        let mut log = self.attached;
+        log.extend(self.rest.join().expect("the stderr reader does not panic"));
+        (status, log)
+    }
+}

@@ -2,12 +2,10 @@
 //! settings (tracepoint names, signals) come from the file, and its two routed sinks get
 //! exactly their signals and what their filters keep.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use prost::Message as _;
-use tests::kernel::{self, RawWriter};
+use tests::kernel::{self, DecoderProcess, RawWriter};
 use tests::otlp;
 use tests::receiver::Receiver;
 use ue_decoder::Signal;
@@ -55,20 +53,11 @@ filter = {{ exclude_spans = ["healthz*"] }}
     )
     .unwrap();
 
-    let mut child = Command::new(tests::built("ue-decoder"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = Vec::new();
-    let ready = stderr.by_ref().map_while(Result::ok).any(|l| {
-        log.push(l.clone());
-        l.contains("ue-decoder: reading")
-    });
-    assert!(ready, "the decoder starts reading: {log:#?}");
-    let rest = std::thread::spawn(move || stderr.map_while(Result::ok).collect::<Vec<_>>());
+    let decoder = DecoderProcess::start(DecoderProcess::command(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+    ]));
 
     let metrics = RawWriter::register(metrics_tp);
     let traces = RawWriter::register(traces_tp);
@@ -93,10 +82,7 @@ filter = {{ exclude_spans = ["healthz*"] }}
     let arrived = rt.block_on(receiver.wait_until(Duration::from_secs(60), |r| {
         r.iter().map(|x| x.items()).sum::<u64>() >= 15
     }));
-    // SAFETY: kill has no memory preconditions; the pid is our child's.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let status = child.wait().unwrap();
-    log.extend(rest.join().unwrap());
+    let (status, log) = decoder.stop();
     assert!(arrived && status.success(), "{status}: {log:#?}");
 
     let received = receiver.received();

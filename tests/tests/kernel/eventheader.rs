@@ -4,12 +4,11 @@
 //! and span exactly once, with nothing lost.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tests::eventheader as content;
-use tests::kernel;
+use tests::kernel::{self, DecoderProcess};
 use tests::receiver::{Received, Receiver};
 use ue_decoder::{Request, Signal};
 
@@ -18,39 +17,26 @@ fn the_upstream_crates_reach_the_receiver_through_ue_decoder_run() {
     kernel::require();
     let rt = tests::runtime();
     let receiver = rt.block_on(Receiver::start()).unwrap();
-    let mut decoder = Command::new(tests::built("ue-decoder"))
-        .args([
-            "run",
-            "--endpoint",
-            &receiver.http_endpoint(),
-            "--signals",
-            "logs",
-            "--eventheader",
-            content::LOGS_PROVIDER,
-            "--eventheader",
-            content::TRACES_PROVIDER,
-            "--stats-secs",
-            "1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(decoder.stderr.take().unwrap()).lines();
-    let mut early = Vec::new();
-    let ready = stderr.by_ref().map_while(Result::ok).any(|l| {
-        early.push(l.clone());
-        l.contains("ue-decoder: reading")
-    });
-    assert!(ready, "the decoder says when it is attached: {early:?}");
-    let attached = early.join("\n");
+    let decoder = DecoderProcess::start(DecoderProcess::command(&[
+        "run",
+        "--endpoint",
+        &receiver.http_endpoint(),
+        "--signals",
+        "logs",
+        "--eventheader",
+        content::LOGS_PROVIDER,
+        "--eventheader",
+        content::TRACES_PROVIDER,
+        "--stats-secs",
+        "1",
+    ]));
+    let attached = decoder.attached.join("\n");
     for level in 1..=5 {
         assert!(
             attached.contains(&format!("{}_L{level}K1", content::LOGS_PROVIDER)),
             "{attached}"
         );
     }
-    let log = std::thread::spawn(move || stderr.map_while(Result::ok).collect::<Vec<_>>());
 
     // The writer starts after the decoder attached, and does not wait for it.
     let repeat = 20u64;
@@ -78,11 +64,7 @@ fn the_upstream_crates_reach_the_receiver_through_ue_decoder_run() {
     let done = rt.block_on(receiver.wait_until(Duration::from_secs(60), |r| {
         items(r, Signal::Logs) >= logs && items(r, Signal::Traces) >= spans
     }));
-    // SAFETY: kill has no memory preconditions; the pid is our child's.
-    let rc = unsafe { libc::kill(decoder.id() as i32, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let status = decoder.wait().unwrap();
-    let log = log.join().unwrap();
+    let (status, log) = decoder.stop();
     assert!(done, "everything arrived; decoder log:\n{}", log.join("\n"));
     assert!(status.success(), "exit status {status}");
     assert!(log.iter().any(|l| l.contains("kernel lost 0")), "{log:?}");

@@ -4,8 +4,7 @@
 //! The example programs do the same through the `ue-decoder` binary.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger, LoggerProvider as _, Severity};
@@ -14,7 +13,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLogRecord, SdkLoggerProvider};
 use otlp_user_events::{EventCapture, LogExporter};
 use tests::block_on;
-use tests::kernel;
+use tests::kernel::{self, DecoderProcess};
 use tests::otlp::{log_records, log_records_of_events};
 use tests::receiver::{Protocol, Received, Receiver};
 use ue_decoder::{
@@ -249,29 +248,17 @@ fn the_log_examples_reach_the_receiver_through_the_ue_decoder_binary() {
     kernel::require();
     let rt = tests::runtime();
     let receiver = rt.block_on(Receiver::start()).unwrap();
-    let mut decoder = Command::new(tests::built("ue-decoder"))
-        .args([
-            "run",
-            "--endpoint",
-            &receiver.grpc_endpoint(),
-            "--protocol",
-            "grpc",
-            "--signals",
-            "logs",
-            "--stats-secs",
-            "1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(decoder.stderr.take().unwrap()).lines();
-    let ready = stderr
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains("ue-decoder: reading"));
-    assert!(ready, "the decoder says when it is attached");
-    let log = std::thread::spawn(move || stderr.map_while(Result::ok).collect::<Vec<_>>());
+    let decoder = DecoderProcess::start(DecoderProcess::command(&[
+        "run",
+        "--endpoint",
+        &receiver.grpc_endpoint(),
+        "--protocol",
+        "grpc",
+        "--signals",
+        "logs",
+        "--stats-secs",
+        "1",
+    ]));
 
     let (records, events) = (40u64, 25u64);
     for (name, n) in [("logs", records), ("tracing_logs", events)] {
@@ -293,11 +280,7 @@ fn the_log_examples_reach_the_receiver_through_the_ue_decoder_binary() {
     let done = rt.block_on(receiver.wait_until(Duration::from_secs(60), |r| {
         r.iter().map(Received::items).sum::<u64>() >= records + events
     }));
-    // SAFETY: kill has no memory preconditions; the pid is our child's.
-    let rc = unsafe { libc::kill(decoder.id() as i32, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let status = decoder.wait().unwrap();
-    let log = log.join().unwrap();
+    let (status, log) = decoder.stop();
     assert!(
         done,
         "every record arrived; decoder log:\n{}",

@@ -3,8 +3,7 @@
 //! and span arrives exactly once, intact, with nothing lost in the kernel.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use opentelemetry::InstrumentationScope;
@@ -12,7 +11,7 @@ use opentelemetry_sdk::metrics::Temporality;
 use opentelemetry_sdk::trace::SpanExporter as _;
 use otlp_user_events::{EventCapture, MetricsExporter, SpanExporter};
 use tests::block_on;
-use tests::kernel;
+use tests::kernel::{self, DecoderProcess};
 use tests::otlp::{metric_points, spans};
 use tests::receiver::{Protocol, Received, Receiver};
 use tests::sdk::{full_span, provider_with, record_series};
@@ -270,27 +269,15 @@ fn the_ue_decoder_binary_forwards_the_example_programs_and_stops_cleanly_on_sigt
     kernel::require();
     let rt = tests::runtime();
     let receiver = rt.block_on(Receiver::start()).unwrap();
-    let mut decoder = Command::new(tests::built("ue-decoder"))
-        .args([
-            "run",
-            "--endpoint",
-            &receiver.http_endpoint(),
-            "--stats-secs",
-            "1",
-            "--shutdown-secs",
-            "20",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(decoder.stderr.take().unwrap()).lines();
-    let ready = stderr
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains("ue-decoder: reading"));
-    assert!(ready, "the decoder says when it is attached");
-    let log = std::thread::spawn(move || stderr.map_while(Result::ok).collect::<Vec<_>>());
+    let decoder = DecoderProcess::start(DecoderProcess::command(&[
+        "run",
+        "--endpoint",
+        &receiver.http_endpoint(),
+        "--stats-secs",
+        "1",
+        "--shutdown-secs",
+        "20",
+    ]));
 
     let (rounds, series, traces) = (10u64, 50u64, 20u64);
     for (name, args) in [
@@ -339,11 +326,7 @@ fn the_ue_decoder_binary_forwards_the_example_programs_and_stops_cleanly_on_sigt
     }));
 
     // SIGTERM: the decoder drains, flushes, prints its counters and exits 0.
-    // SAFETY: kill has no memory preconditions; the pid is our child's.
-    let rc = unsafe { libc::kill(decoder.id() as i32, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let status = decoder.wait().unwrap();
-    let log = log.join().unwrap();
+    let (status, log) = decoder.stop();
     assert!(
         done,
         "every point and span arrived; decoder log:\n{}",

@@ -2,12 +2,11 @@
 //! once open, and the one started as `nobody` with nothing but the documented capabilities,
 //! both still forward the events written afterwards, and neither keeps any capability.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use prost::Message as _;
-use tests::kernel::{self, RawWriter};
+use tests::kernel::{self, DecoderProcess, RawWriter};
 use tests::otlp;
 use tests::receiver::Receiver;
 use ue_decoder::Signal;
@@ -16,26 +15,18 @@ use ue_decoder::Signal;
 const NOBODY: u32 = 65534;
 
 /// The daemon, started with `prefix` (e.g. setpriv and its options) before its own
-/// arguments, once it says it reads; and the rest of its stderr, collected.
-fn start(
-    prefix: &[&str],
-    tracepoint: &str,
-    endpoint: &str,
-    extra: &[&str],
-) -> (Child, std::thread::JoinHandle<Vec<String>>) {
+/// arguments, once it says it reads.
+fn start(prefix: &[&str], tracepoint: &str, endpoint: &str, extra: &[&str]) -> DecoderProcess {
     let decoder = tests::built("ue-decoder");
-    let (program, args) = match prefix.split_first() {
-        Some((program, args)) => (
-            program.to_string(),
-            args.iter()
-                .map(|a| a.to_string())
-                .chain([decoder.display().to_string()])
-                .collect(),
-        ),
-        None => (decoder.display().to_string(), vec![]),
+    let mut command = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(&decoder);
+            command
+        }
+        None => Command::new(&decoder),
     };
-    let mut child = Command::new(program)
-        .args(args)
+    command
         .args([
             "run",
             "--endpoint",
@@ -49,23 +40,8 @@ fn start(
             "--compression",
             "none",
         ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut head = Vec::new();
-    let ready = stderr.by_ref().map_while(Result::ok).any(|l| {
-        head.push(l.clone());
-        l.contains("ue-decoder: reading")
-    });
-    assert!(ready, "the decoder starts reading: {head:#?}");
-    let log = std::thread::spawn(move || {
-        head.extend(stderr.map_while(Result::ok));
-        head
-    });
-    (child, log)
+        .args(extra);
+    DecoderProcess::start(command)
 }
 
 /// `Name:\tvalue` from `/proc/<pid>/task/<tid>/status`, for every thread of `pid`.
@@ -118,8 +94,7 @@ fn forwards_after_the_drop(
     rt: &tokio::runtime::Runtime,
     receiver: &Receiver,
     tracepoint: &str,
-    mut child: Child,
-    log: std::thread::JoinHandle<Vec<String>>,
+    decoder: DecoderProcess,
 ) {
     let writer = RawWriter::register(tracepoint);
     assert!(
@@ -139,10 +114,7 @@ fn forwards_after_the_drop(
             .sum::<u64>()
             >= want
     }));
-    // SAFETY: kill has no memory preconditions; the pid is our child's.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let status = child.wait().unwrap();
-    let log = log.join().unwrap();
+    let (status, log) = decoder.stop();
     assert!(
         arrived,
         "every data point written after the drop arrives: {log:#?}"
@@ -157,14 +129,14 @@ fn the_daemon_dropped_to_nobody_with_user_still_forwards_and_keeps_no_capability
     let rt = tests::runtime();
     let receiver = rt.block_on(Receiver::start()).unwrap();
     let tracepoint = "ue_k_priv_user";
-    let (child, log) = start(
+    let decoder = start(
         &[],
         tracepoint,
         &receiver.http_endpoint(),
         &["--user", "nobody"],
     );
-    assert_unprivileged(child.id(), &NOBODY.to_string());
-    forwards_after_the_drop(&rt, &receiver, tracepoint, child, log);
+    assert_unprivileged(decoder.id(), &NOBODY.to_string());
+    forwards_after_the_drop(&rt, &receiver, tracepoint, decoder);
 }
 
 /// The daemon as nobody with `caps` (setpriv's syntax) in its ambient set, and
@@ -174,7 +146,7 @@ fn start_as_nobody(
     setpriv_groups: &[&str],
     tracepoint: &str,
     endpoint: &str,
-) -> (Child, std::thread::JoinHandle<Vec<String>>) {
+) -> DecoderProcess {
     let id = NOBODY.to_string();
     let mut prefix = vec!["setpriv", "--reuid", &id, "--regid", &id];
     prefix.extend_from_slice(setpriv_groups);
@@ -190,15 +162,15 @@ fn nobody_with_cap_perfmon_and_cap_dac_override_runs_the_daemon() {
     let tracepoint = "ue_k_priv_caps";
     // What README's "Running without root" documents and deploy/ue-decoder.service grants:
     // tracefs's root is mode 0700 and user_events_data 0640, both root's.
-    let (child, log) = start_as_nobody(
+    let decoder = start_as_nobody(
         "+perfmon,+dac_override",
         &["--clear-groups"],
         tracepoint,
         &receiver.http_endpoint(),
     );
     // Cleared once open, though it started with them.
-    assert_unprivileged(child.id(), "");
-    forwards_after_the_drop(&rt, &receiver, tracepoint, child, log);
+    assert_unprivileged(decoder.id(), "");
+    forwards_after_the_drop(&rt, &receiver, tracepoint, decoder);
 }
 
 /// Opens tracefs to a group for the life of the value: the mount's group, the root's
@@ -239,14 +211,14 @@ fn nobody_with_only_cap_perfmon_runs_the_daemon_on_a_tracefs_opened_to_its_group
     let receiver = rt.block_on(Receiver::start()).unwrap();
     let tracepoint = "ue_k_priv_perfmon";
     let _tracefs = TracefsGroup::grant(NOBODY);
-    let (child, log) = start_as_nobody(
+    let decoder = start_as_nobody(
         "+perfmon",
         &["--groups", &NOBODY.to_string()],
         tracepoint,
         &receiver.http_endpoint(),
     );
-    assert_unprivileged(child.id(), &NOBODY.to_string());
-    forwards_after_the_drop(&rt, &receiver, tracepoint, child, log);
+    assert_unprivileged(decoder.id(), &NOBODY.to_string());
+    forwards_after_the_drop(&rt, &receiver, tracepoint, decoder);
 }
 
 #[test]
