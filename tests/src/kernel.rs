@@ -267,10 +267,8 @@ impl DecoderProcess {
     /// Stops it with SIGTERM, as systemd does; its exit status and everything it logged.
     pub fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
         // SAFETY: kill has no memory preconditions; the pid is our child's, not yet reaped.
-        assert_eq!(
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) },
-            0
-        );
+        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0, "SIGTERM to the decoder");
         let status = self.child.wait().expect("wait for the decoder");
         let mut log = self.attached;
         log.extend(self.rest.join().expect("the stderr reader does not panic"));
