@@ -204,29 +204,29 @@ impl Points<'_> {
 /// window of outstanding work; sixteen measured no better.
 const BATCH: usize = 8;
 
-/// Starts fetching a point's attributes (its `KeyValue`s) into the cache, without waiting.
+/// Starts fetching a point's attributes (its `KeyValue`s) into the cache, without waiting:
+/// every line from the first attribute's start to the last one's end.
 #[inline(always)]
-fn fetch_attributes<'a>(attrs: impl Iterator<Item = &'a opentelemetry::KeyValue>) {
-    let mut last = None;
-    for kv in attrs {
-        prefetch(kv);
-        last = Some(kv);
+fn fetch_attributes<'a>(mut attrs: impl Iterator<Item = &'a opentelemetry::KeyValue>) {
+    // The attributes are a slice, whose exact length the iterator tells.
+    let len = attrs.size_hint().0 * size_of::<opentelemetry::KeyValue>();
+    let Some(first) = attrs.next() else { return };
+    let start = (first as *const opentelemetry::KeyValue).cast::<u8>();
+    let mut at = 0;
+    while at < len {
+        prefetch(start.wrapping_add(at));
+        at += 64;
     }
-    if let Some(kv) = last {
-        // The last attribute's end, which may lie on the next line.
-        let end = (kv as *const opentelemetry::KeyValue)
-            .cast::<u8>()
-            .wrapping_add(size_of::<opentelemetry::KeyValue>() - 1);
-        prefetch(end);
-    }
+    // The end, which may lie on the line after the last one started above.
+    prefetch(start.wrapping_add(len.saturating_sub(1)));
 }
 
-/// Starts fetching the strings of a point's attributes, without waiting; the attributes
-/// themselves were fetched a batch earlier ([`fetch_attributes`]).
+/// Starts fetching the string values of a point's attributes, without waiting; the
+/// attributes themselves were fetched a batch earlier ([`fetch_attributes`]). Keys are left
+/// out: nearly always `&'static str`s in the program's own data, read for every point.
 #[inline(always)]
 fn fetch_strings<'a>(attrs: impl Iterator<Item = &'a opentelemetry::KeyValue>) {
     for kv in attrs {
-        prefetch(kv.key.as_str().as_ptr());
         if let opentelemetry::Value::String(v) = &kv.value {
             prefetch(v.as_str().as_ptr());
         }
