@@ -31,7 +31,7 @@ mod workload;
 
 pub use driver::{Driver, Job, Totals, find_variant, jobs, label};
 pub use report::{Ratio, Report, Share, median, quantile};
-pub use sys::{Preload, PreloadStats, Usage, usage};
+pub use sys::{Preload, PreloadStats, Usage, thread_cpu, usage};
 pub use variant::{
     MetricsPipeline, Probe, Setup, SpanPipeline, UPSTREAM_METRICS_TRACEPOINT,
     UPSTREAM_TRACE_PROVIDER, UPSTREAM_TRACE_TRACEPOINT, VARIANTS, Variant, Written, variant,

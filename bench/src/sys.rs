@@ -32,6 +32,16 @@ pub fn usage() -> Usage {
     }
 }
 
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`): for timing one call.
+pub fn thread_cpu() -> Duration {
+    // SAFETY: timespec is plain data for which all zeroes is valid.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is a live, writable timespec; the clock id is a valid one.
+    let ret = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(ret, 0, "the thread CPU clock exists on Linux");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Sends SIGTERM to `pid` (a child this program started).
 pub fn terminate(pid: u32) -> std::io::Result<()> {
     // SAFETY: kill has no memory-safety preconditions.

@@ -132,7 +132,19 @@ pub(crate) struct Packer<const D: usize> {
     carry: Vec<u8>,
 }
 
+/// Bytes reserved up front for each shell's fixed fields: a resource's attributes, a scope,
+/// a metric's name, description and unit.
+const SHELL_CAPACITY: usize = 256;
+
+/// Nodes reserved up front: an event of a few metrics or scopes.
+const NODES_CAPACITY: usize = 64;
+
 impl<const D: usize> Packer<D> {
+    /// A packer for events of at most `limit` bytes. Its buffers are all allocated here,
+    /// where the exporter is built, and reused: were they allocated on the first export,
+    /// they would be made in the SDK's export thread's heap arena among the SDK's own
+    /// short-lived blocks, where blocks that live as long as the exporter keep the
+    /// allocator from merging the free memory around them.
     pub(crate) fn new(limit: usize) -> Self {
         Self {
             limit,
@@ -140,15 +152,19 @@ impl<const D: usize> Packer<D> {
             items: 0,
             unsynced: 0,
             slack: (D - 1) * (prost::encoding::encoded_len_varint(limit as u64) - 1),
-            shells: std::array::from_fn(|_| Shell::default()),
+            shells: std::array::from_fn(|_| Shell {
+                tag: 0,
+                prefix: Vec::with_capacity(SHELL_CAPACITY),
+                suffix: Vec::with_capacity(SHELL_CAPACITY),
+            }),
             fixed: [0; D],
             shells_changed: false,
             open: 0,
             open_nodes: [0; D],
             body: Vec::with_capacity(limit),
-            nodes: Vec::new(),
+            nodes: Vec::with_capacity(NODES_CAPACITY),
             out: Vec::with_capacity(limit),
-            carry: Vec::new(),
+            carry: Vec::with_capacity(limit),
         }
     }
 

@@ -483,6 +483,39 @@ fn counter_series(n: usize, limits: Vec<usize>) -> Vec<MetricsRun> {
     runs
 }
 
+/// Histograms of more points than the encoder fetches ahead at once (8), at counts on and
+/// around the batch boundaries: the bytes are the transform's, whatever the look-ahead does.
+#[test]
+fn histograms_of_many_series_encode_as_the_transform_does() {
+    for n in [1, 7, 8, 9, 16, 17, 203] {
+        let instr = Instr {
+            kind: Kind::HistogramF64,
+            name: "latency".into(),
+            unit: "ms".into(),
+            description: String::new(),
+            records: (0..n).map(|i| (i as f64 * 37.5, i)).collect(),
+        };
+        let attr_sets: Vec<Vec<KeyValue>> = (0..n)
+            .map(|i| {
+                vec![
+                    KeyValue::new("series.id", i as i64),
+                    KeyValue::new("cloud.region", "eu-west-1"),
+                    KeyValue::new("host.name", format!("host-{i:02}")),
+                ]
+            })
+            .collect();
+        let runs = run_metrics(
+            Resource::builder_empty().build(),
+            &[scope("lib", None, vec![], None)],
+            &[instr],
+            &attr_sets,
+            Temporality::Delta,
+            vec![65_360, 8_168, 900],
+        );
+        check_metrics(&runs);
+    }
+}
+
 #[test]
 fn thousands_of_small_points_fill_events_to_the_limit() {
     let limit = otlp_user_events::layout::DEFAULT_MAX_BUFFER;

@@ -13,7 +13,7 @@ use super::{Oversize, level};
 use crate::pack::Packer;
 use crate::protobuf::{
     bytes, double, double_always, fixed64, fixed64_run, message, packed_fixed64, packed_varint,
-    sint32, varint,
+    prefetch, sint32, varint,
 };
 
 /// Nesting levels of a metrics event: the request, ResourceMetrics, ScopeMetrics, Metric, and
@@ -146,7 +146,28 @@ impl Points<'_> {
                 let shell = self.packer.begin(level::DATA, HISTOGRAM);
                 varint(&mut shell.suffix, 2, temporality(hist.temporality()));
                 let (start, time) = (nanos(hist.start_time()), nanos(hist.time()));
-                for dp in hist.data_points() {
+                // The points' memory is requested a batch at a time (see `BATCH`): the
+                // attributes of the batch after the one about to be encoded, then the strings
+                // and arrays of the one about to be encoded, whose attributes came in while
+                // the batch before was encoded.
+                let mut ahead = hist.data_points();
+                let mut batch = hist.data_points();
+                ahead
+                    .by_ref()
+                    .take(BATCH)
+                    .for_each(|p| fetch_attributes(p.attributes()));
+                for (i, dp) in hist.data_points().enumerate() {
+                    if i % BATCH == 0 {
+                        ahead
+                            .by_ref()
+                            .take(BATCH)
+                            .for_each(|p| fetch_attributes(p.attributes()));
+                        batch.by_ref().take(BATCH).for_each(|p| {
+                            fetch_strings(p.attributes());
+                            touch(p.bucket_counts());
+                            touch(p.bounds().map(f64::to_bits));
+                        });
+                    }
                     self.point(true, |b| histogram_point(b, start, time, dp));
                 }
             }
@@ -171,6 +192,55 @@ impl Points<'_> {
             self.oversize.add(self.name);
         }
     }
+}
+
+/// Histogram points whose memory is requested together, before any of them is encoded.
+///
+/// An export reads megabytes of points that the SDK wrote long before (10,000 series are
+/// about 6 MB), each point in several heap blocks: its attributes, their strings, its bucket
+/// counts and its bounds. Nearly every block is a cache miss, and one point at a time the
+/// encoder waits for each in turn. Requested for several points at once, the misses are
+/// outstanding together and the waits overlap. Eight points' requests fit in the CPU's
+/// window of outstanding work; sixteen measured no better.
+const BATCH: usize = 8;
+
+/// Starts fetching a point's attributes (its `KeyValue`s) into the cache, without waiting:
+/// every line from the first attribute's start to the last one's end.
+#[inline(always)]
+fn fetch_attributes<'a>(mut attrs: impl Iterator<Item = &'a opentelemetry::KeyValue>) {
+    // The attributes are a slice, whose exact length the iterator tells.
+    let len = attrs.size_hint().0 * size_of::<opentelemetry::KeyValue>();
+    let Some(first) = attrs.next() else { return };
+    let start = (first as *const opentelemetry::KeyValue).cast::<u8>();
+    let mut at = 0;
+    while at < len {
+        prefetch(start.wrapping_add(at));
+        at += 64;
+    }
+    // The end, which may lie on the line after the last one started above.
+    prefetch(start.wrapping_add(len.saturating_sub(1)));
+}
+
+/// Starts fetching the string values of a point's attributes, without waiting; the
+/// attributes themselves were fetched a batch earlier ([`fetch_attributes`]). Keys are left
+/// out: nearly always `&'static str`s in the program's own data, read for every point.
+#[inline(always)]
+fn fetch_strings<'a>(attrs: impl Iterator<Item = &'a opentelemetry::KeyValue>) {
+    for kv in attrs {
+        if let opentelemetry::Value::String(v) = &kv.value {
+            prefetch(v.as_str().as_ptr());
+        }
+    }
+}
+
+/// Reads the first of `values`, so that its cache line is requested with the rest of the
+/// batch's. The SDK gives bucket counts and bounds only as iterators, with no address to
+/// prefetch, so this is a plain load, whose result is not used. Only the first line is
+/// read: reading every line of the two arrays (three loads each) measured slower, the
+/// loads' own cost outweighing what they saved.
+#[inline(always)]
+fn touch(mut values: impl Iterator<Item = u64>) {
+    std::hint::black_box(values.next());
 }
 
 /// `AggregationTemporality` as the OTLP transform maps it.
