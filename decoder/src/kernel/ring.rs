@@ -238,7 +238,7 @@ pub(crate) mod tests {
         let mut head = memory.window().head();
         for r in records {
             memory.kernel_write(head, r);
-            head += r.len() as u64;
+            head = head.wrapping_add(r.len() as u64);
         }
         memory.kernel_publish(head);
     }
@@ -334,6 +334,28 @@ pub(crate) mod tests {
             seen += 1;
         }
         assert_eq!(ring.memory_mut().kernel_tail(), seen * 24);
+    }
+
+    #[test]
+    fn positions_wrap_past_u64_max() {
+        // The kernel's head and tail are free-running u64s: after 2^64 bytes (or from a
+        // crafted start) they wrap to 0 mid-record, and reading goes on as before.
+        let mut ring = Ring::new(RingMemory::in_memory(64));
+        let start = u64::MAX - 11;
+        ring.memory_mut().kernel_reset(start);
+        publish(
+            &mut ring,
+            &[lost(2, 9), record(PERF_RECORD_SAMPLE, &[7; 16])],
+        );
+        assert_eq!(
+            drain_all(&mut ring),
+            [
+                "lost id=2 lost=9",
+                "sample [7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]"
+            ]
+        );
+        assert_eq!(ring.lost(), 9);
+        assert_eq!(ring.memory_mut().kernel_tail(), start.wrapping_add(24 + 24));
     }
 
     #[test]

@@ -269,11 +269,12 @@ impl RingMemory {
         }
     }
 
-    /// Test stand-in for the kernel: writes `bytes` at ring position `pos`, wrapping.
+    /// Test stand-in for the kernel: writes `bytes` at ring position `pos`, wrapping. The
+    /// kernel's positions are free-running u64s that wrap past `u64::MAX`, so these do too.
     #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn kernel_write(&mut self, pos: u64, bytes: &[u8]) {
         for (i, &b) in bytes.iter().enumerate() {
-            let at = (pos as usize + i) & (self.data_size - 1);
+            let at = (pos.wrapping_add(i as u64) as usize) & (self.data_size - 1);
             // SAFETY: `at` < data_size, inside the allocation; `&mut self` excludes readers.
             unsafe { self.data.add(at).write(b) };
         }
