@@ -160,6 +160,37 @@ fn a_decompression_bomb_stops_at_the_cap() {
     );
 }
 
+/// Found by the perf_data fuzz target: a callchain of 2^61 + 1 frames, which
+/// linux-perf-event-reader multiplies by 8 unchecked (a panic in debug builds, a misread in
+/// release). The sample is refused as malformed; every other sample decodes as in the
+/// capture it was made from (`make.py`: the examples capture, recorded with callchains).
+#[test]
+fn a_callchain_longer_than_its_sample_is_refused_and_the_rest_decodes() {
+    let run = decode_survives("callchain-2pow61.perf.data");
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(r#"malformed {"bad_sample": 1}"#),
+        "{}",
+        run.stderr
+    );
+
+    let names = TracepointNames::default();
+    let requests = |path: &Path| {
+        let mut reader = PerfDataReader::open(path, &names).unwrap();
+        let mut out = Vec::new();
+        while let Some(event) = reader.next_event().unwrap() {
+            out.push((event.tracepoint, event.request));
+        }
+        (out, reader.stats().clone())
+    };
+    let (got, stats) = requests(&hostile("callchain-2pow61.perf.data"));
+    let (all, _) = requests(&hostile("../examples.perf.data"));
+    // The first sample of the capture (a span) is the one with the crafted callchain.
+    assert_eq!(got, all[1..]);
+    assert_eq!(stats.malformed.get("bad_sample"), Some(&1));
+    assert_eq!(stats.events.values().sum::<u64>(), all.len() as u64);
+}
+
 /// Found by the perf_data fuzz target: an attr whose size field (123) lies between two
 /// `perf_event_attr` versions made linux-perf-data read the next event's name length from
 /// the wrong place and allocate 1 GiB for it (SIGABRT under the address-space limit).

@@ -559,6 +559,10 @@ impl PerfDataReader {
                 continue;
             }
             add(&mut self.stats.events, name.clone(), 1);
+            if !check::sample_callchain_fits(&record) {
+                add(&mut self.stats.malformed, "bad_sample", 1);
+                continue;
+            }
             let sample = match record.parse() {
                 Ok(EventRecord::Sample(sample)) => sample,
                 _ => {
