@@ -300,6 +300,74 @@ fn attr_size_readable(size: u32, slot: usize) -> bool {
     (size as usize) <= slot && (VERSIONS.contains(&size) || size > 128)
 }
 
+/// Whether `linux-perf-event-reader` can parse this sample record without overflowing.
+///
+/// Its `SampleRecord::parse` (0.10.2, sample.rs) multiplies the callchain's length, read
+/// from the record, by 8 unchecked: a crafted length panics in debug builds and in release
+/// wraps into a short skip that misreads every field after it. This walks the fields that
+/// parser reads before the callchain, as it reads them (including its layout of `READ`),
+/// and refuses a callchain longer than what is left of the record. A guard rather than a
+/// patched copy of the crate: the fix is one checked multiplication in a crate we otherwise
+/// use as published.
+pub(super) fn sample_callchain_fits(record: &RawEventRecord<'_>) -> bool {
+    let info = &record.parse_info;
+    if !info.sample_format.contains(SampleFormat::CALLCHAIN) {
+        return true;
+    }
+    let body = record.data.as_slice();
+    let word = |at: usize| -> Option<u64> {
+        let bytes: [u8; 8] = body.get(at..at.checked_add(8)?)?.try_into().ok()?;
+        Some(match info.endian {
+            Endianness::LittleEndian => u64::from_le_bytes(bytes),
+            Endianness::BigEndian => u64::from_be_bytes(bytes),
+        })
+    };
+    let words_before = [
+        SampleFormat::IDENTIFIER,
+        SampleFormat::IP,
+        SampleFormat::TID,
+        SampleFormat::TIME,
+        SampleFormat::ADDR,
+        SampleFormat::ID,
+        SampleFormat::STREAM_ID,
+        SampleFormat::CPU,
+        SampleFormat::PERIOD,
+    ]
+    .into_iter()
+    .filter(|&f| info.sample_format.contains(f))
+    .count();
+    let mut at = words_before * 8;
+    if info.sample_format.contains(SampleFormat::READ) {
+        let read = info.read_format;
+        let times = usize::from(read.contains(ReadFormat::TOTAL_TIME_ENABLED))
+            + usize::from(read.contains(ReadFormat::TOTAL_TIME_RUNNING));
+        let id = usize::from(read.contains(ReadFormat::ID));
+        if read.contains(ReadFormat::GROUP) {
+            at += 8 * (1 + times + id);
+        } else {
+            // { nr; times; { value; id } x nr }: a count the parser bounds by running out
+            // of bytes, which is what the checks below do too.
+            let Some(nr) = word(at) else { return true };
+            let entries = usize::try_from(nr)
+                .ok()
+                .and_then(|nr| nr.checked_mul(8 * (1 + id)));
+            match entries.and_then(|e| at.checked_add(8 * (1 + times))?.checked_add(e)) {
+                Some(end) => at = end,
+                // Longer than any record: the parser fails on its own, without overflow.
+                None => return true,
+            }
+        }
+    }
+    match word(at) {
+        Some(len) => {
+            let left = body.len().saturating_sub(at + 8) as u64;
+            len <= left / 8
+        }
+        // The parser fails reading the length itself.
+        None => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,73 +548,5 @@ mod tests {
         assert!(check_event_desc(&desc(MAX_EVENTS + 1, 136, 0, b"x")).is_err());
         let many_ids = desc(1, 136, MAX_EVENT_IDS as u32 + 1, b"x");
         assert!(check_event_desc(&many_ids).is_err());
-    }
-}
-
-/// Whether `linux-perf-event-reader` can parse this sample record without overflowing.
-///
-/// Its `SampleRecord::parse` (0.10.2, sample.rs) multiplies the callchain's length, read
-/// from the record, by 8 unchecked: a crafted length panics in debug builds and in release
-/// wraps into a short skip that misreads every field after it. This walks the fields that
-/// parser reads before the callchain, as it reads them (including its layout of `READ`),
-/// and refuses a callchain longer than what is left of the record. A guard rather than a
-/// patched copy of the crate: the fix is one checked multiplication in a crate we otherwise
-/// use as published.
-pub(super) fn sample_callchain_fits(record: &RawEventRecord<'_>) -> bool {
-    let info = &record.parse_info;
-    if !info.sample_format.contains(SampleFormat::CALLCHAIN) {
-        return true;
-    }
-    let body = record.data.as_slice();
-    let word = |at: usize| -> Option<u64> {
-        let bytes: [u8; 8] = body.get(at..at.checked_add(8)?)?.try_into().ok()?;
-        Some(match info.endian {
-            Endianness::LittleEndian => u64::from_le_bytes(bytes),
-            Endianness::BigEndian => u64::from_be_bytes(bytes),
-        })
-    };
-    let words_before = [
-        SampleFormat::IDENTIFIER,
-        SampleFormat::IP,
-        SampleFormat::TID,
-        SampleFormat::TIME,
-        SampleFormat::ADDR,
-        SampleFormat::ID,
-        SampleFormat::STREAM_ID,
-        SampleFormat::CPU,
-        SampleFormat::PERIOD,
-    ]
-    .into_iter()
-    .filter(|&f| info.sample_format.contains(f))
-    .count();
-    let mut at = words_before * 8;
-    if info.sample_format.contains(SampleFormat::READ) {
-        let read = info.read_format;
-        let times = usize::from(read.contains(ReadFormat::TOTAL_TIME_ENABLED))
-            + usize::from(read.contains(ReadFormat::TOTAL_TIME_RUNNING));
-        let id = usize::from(read.contains(ReadFormat::ID));
-        if read.contains(ReadFormat::GROUP) {
-            at += 8 * (1 + times + id);
-        } else {
-            // { nr; times; { value; id } x nr }: a count the parser bounds by running out
-            // of bytes, which is what the checks below do too.
-            let Some(nr) = word(at) else { return true };
-            let entries = usize::try_from(nr)
-                .ok()
-                .and_then(|nr| nr.checked_mul(8 * (1 + id)));
-            match entries.and_then(|e| at.checked_add(8 * (1 + times))?.checked_add(e)) {
-                Some(end) => at = end,
-                // Longer than any record: the parser fails on its own, without overflow.
-                None => return true,
-            }
-        }
-    }
-    match word(at) {
-        Some(len) => {
-            let left = body.len().saturating_sub(at + 8) as u64;
-            len <= left / 8
-        }
-        // The parser fails reading the length itself.
-        None => true,
     }
 }
