@@ -4,7 +4,7 @@
 # committed crash inputs in fuzz/regressions, plus whatever earlier runs added to
 # fuzz/corpus. Installs a nightly toolchain and cargo-fuzz (pinned) if they are missing.
 # Fails on the first crash; the crashing input is left in fuzz/artifacts/TARGET/ (commit
-# it under fuzz/regressions/TARGET/ and make it a test in tests/tests/fuzz_replay.rs).
+# it under fuzz/regressions/TARGET/, which tests/tests/fuzz_replay.rs replays on stable).
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ue_decoder::{PerfDataReader, TracepointNames};
+use ue_decoder::{PerfDataReader, TracepointNames, decode_perf_data};
 
 /// The stated bound on `ue-decoder decode`'s peak resident memory for any input, of any
 /// size (the records it holds to sort a round are bounded at 32 MiB, and forwarding
@@ -174,14 +174,14 @@ fn a_callchain_longer_than_its_sample_is_refused_and_the_rest_decodes() {
         run.stderr
     );
 
-    let names = TracepointNames::default();
     let requests = |path: &Path| {
-        let mut reader = PerfDataReader::open(path, &names).unwrap();
-        let mut out = Vec::new();
-        while let Some(event) = reader.next_event().unwrap() {
-            out.push((event.tracepoint, event.request));
-        }
-        (out, reader.stats().clone())
+        let decoded = decode_perf_data(path, &TracepointNames::default()).unwrap();
+        let out: Vec<_> = decoded
+            .events
+            .into_iter()
+            .map(|e| (e.tracepoint, e.request))
+            .collect();
+        (out, decoded.stats)
     };
     let (got, stats) = requests(&hostile("callchain-2pow61.perf.data"));
     let (all, _) = requests(&hostile("../examples.perf.data"));

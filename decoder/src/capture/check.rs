@@ -6,7 +6,6 @@
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use linux_perf_data::Endianness;
 use linux_perf_data::linux_perf_event_reader::{RawEventRecord, ReadFormat, SampleFormat};
 
 use super::reader::PerfDataError;
@@ -155,14 +154,18 @@ impl HeaderProblem {
     }
 }
 
-/// Reads a native-endian u64 at `at`, if `bytes` has it.
+/// Reads a native-endian u64 at `at`, if `bytes` has it (whatever `at` is).
 fn ne_u64(bytes: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+    Some(u64::from_ne_bytes(
+        bytes.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
-/// Reads a native-endian u32 at `at`, if `bytes` has it.
+/// Reads a native-endian u32 at `at`, if `bytes` has it (whatever `at` is).
 fn ne_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+    Some(u32::from_ne_bytes(
+        bytes.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 /// Parses the start of a perf.data file (`head`, up to [`HEADER_LEN`] bytes) and checks it
@@ -308,20 +311,13 @@ fn attr_size_readable(size: u32, slot: usize) -> bool {
 /// parser reads before the callchain, as it reads them (including its layout of `READ`),
 /// and refuses a callchain longer than what is left of the record. A guard rather than a
 /// patched copy of the crate: the fix is one checked multiplication in a crate we otherwise
-/// use as published.
+/// use as published. Records are parsed in native byte order (`Records`), as here.
 pub(super) fn sample_callchain_fits(record: &RawEventRecord<'_>) -> bool {
     let info = &record.parse_info;
     if !info.sample_format.contains(SampleFormat::CALLCHAIN) {
         return true;
     }
     let body = record.data.as_slice();
-    let word = |at: usize| -> Option<u64> {
-        let bytes: [u8; 8] = body.get(at..at.checked_add(8)?)?.try_into().ok()?;
-        Some(match info.endian {
-            Endianness::LittleEndian => u64::from_le_bytes(bytes),
-            Endianness::BigEndian => u64::from_be_bytes(bytes),
-        })
-    };
     let words_before = [
         SampleFormat::IDENTIFIER,
         SampleFormat::IP,
@@ -347,7 +343,9 @@ pub(super) fn sample_callchain_fits(record: &RawEventRecord<'_>) -> bool {
         } else {
             // { nr; times; { value; id } x nr }: a count the parser bounds by running out
             // of bytes, which is what the checks below do too.
-            let Some(nr) = word(at) else { return true };
+            let Some(nr) = ne_u64(&body, at) else {
+                return true;
+            };
             let entries = usize::try_from(nr)
                 .ok()
                 .and_then(|nr| nr.checked_mul(8 * (1 + id)));
@@ -358,7 +356,7 @@ pub(super) fn sample_callchain_fits(record: &RawEventRecord<'_>) -> bool {
             }
         }
     }
-    match word(at) {
+    match ne_u64(&body, at) {
         Some(len) => {
             let left = body.len().saturating_sub(at + 8) as u64;
             len <= left / 8

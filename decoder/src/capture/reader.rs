@@ -559,12 +559,9 @@ impl PerfDataReader {
                 continue;
             }
             add(&mut self.stats.events, name.clone(), 1);
-            if !check::sample_callchain_fits(&record) {
-                add(&mut self.stats.malformed, "bad_sample", 1);
-                continue;
-            }
-            let sample = match record.parse() {
-                Ok(EventRecord::Sample(sample)) => sample,
+            let parsed = check::sample_callchain_fits(&record).then(|| record.parse());
+            let sample = match parsed {
+                Some(Ok(EventRecord::Sample(sample))) => sample,
                 _ => {
                     add(&mut self.stats.malformed, "bad_sample", 1);
                     continue;

@@ -207,8 +207,8 @@ impl Points<'_> {
 ///
 /// An export reads megabytes of points that the SDK wrote long before (10,000 series are
 /// about 6 MB), each point in several heap blocks: its attributes, their strings, its bucket
-/// counts and its bounds (read for the first point only). Nearly every block is a cache miss, and one point at a time the
-/// encoder waits for each in turn. Requested for several points at once, the misses are
+/// counts and its bounds (read for the first point only). Nearly every block is a cache
+/// miss, and one point at a time the encoder waits for each in turn. Requested for several points at once, the misses are
 /// outstanding together and the waits overlap. Eight points' requests fit in the CPU's
 /// window of outstanding work; sixteen measured no better.
 const BATCH: usize = 8;
